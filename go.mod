@@ -1,0 +1,3 @@
+module github.com/chatd/chat
+
+go 1.26.8
