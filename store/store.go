@@ -1,0 +1,89 @@
+// Package store defines the chat's domain types and the small interfaces
+// through which the server reaches its database.
+//
+// The database is the only source of truth: implementations keep no cache of
+// users or history, so several server processes sharing one database (the
+// primary and the backup behind nginx) always agree on who exists and what
+// was said. Implementations live in their own packages (store/postgres,
+// store/sqlite) and are checked by the shared contract suite in
+// store/storetest.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Sentinel errors returned by every implementation. Callers compare them with
+// errors.Is; implementations translate their driver's errors into these and
+// wrap everything else with context.
+var (
+	// ErrNotFound means the requested user does not exist.
+	ErrNotFound = errors.New("store: not found")
+	// ErrConflict means a unique value (a username) is already taken.
+	ErrConflict = errors.New("store: conflict")
+)
+
+// User is a registered account. PasswordHash is a bcrypt hash as the Node
+// server wrote it ($2a$/$2b$); it never leaves the server.
+type User struct {
+	Username     string
+	PasswordHash string
+}
+
+// Message is one stored chat line.
+type Message struct {
+	// ID orders the history; it is the seed's chat_history.id serial.
+	ID int64
+	// Content is the text as sent; the seed calls it msg on the wire.
+	Content string
+	// Username is the author; the seed calls it user on the wire.
+	Username string
+	// Time is when the row was stored. Rows written by the Node server
+	// before this column existed carry the time of the migration that
+	// added it.
+	Time time.Time
+	// ClientID is the sender's idempotency key, empty when the client sent
+	// none. A (Username, ClientID) pair is stored at most once.
+	ClientID string
+}
+
+// Users stores accounts.
+type Users interface {
+	// CreateUser stores a new account. It returns ErrConflict when the
+	// username is taken, also when two calls race for one new name.
+	CreateUser(ctx context.Context, u User) error
+	// User returns the account for username, or ErrNotFound.
+	User(ctx context.Context, username string) (User, error)
+}
+
+// Messages stores the chat history.
+type Messages interface {
+	// AddMessage commits m and returns it with ID and Time set. When
+	// m.ClientID is not empty and the same user already stored a message
+	// with that ClientID, nothing is written and the earlier message is
+	// returned with created false, so a resend after a lost
+	// acknowledgement is neither lost nor doubled.
+	AddMessage(ctx context.Context, m Message) (stored Message, created bool, err error)
+	// RecentMessages returns the newest limit messages, oldest first;
+	// limit <= 0 returns the whole history, as the seed did.
+	RecentMessages(ctx context.Context, limit int) ([]Message, error)
+	// MessagesBefore returns up to limit messages with ID < before, oldest
+	// first: the page that precedes what a client already shows.
+	MessagesBefore(ctx context.Context, before int64, limit int) ([]Message, error)
+}
+
+// Store is everything the chat server needs from a database.
+type Store interface {
+	Users
+	Messages
+	// Ping reports whether the database is reachable; /readyz uses it.
+	Ping(ctx context.Context) error
+}
+
+// Closer is implemented by stores that hold resources (connections, files).
+// It is separate from Store so that wrappers need not forward it.
+type Closer interface {
+	Close() error
+}
