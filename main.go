@@ -1,0 +1,251 @@
+// Command chatd is the chat server: a drop-in replacement for the Node.js
+// socket.io + PostgreSQL chat of the seed report, on the same port, the same
+// database and the same client.
+//
+// With DATABASE_URL it uses PostgreSQL (the seed's tables; several processes
+// may share it, e.g. the primary on port 3000 and the backup on 3001 behind
+// nginx). Without it, it keeps everything in an embedded SQLite file, so
+// `go run .` is all a first try needs.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/chatd/chat/public"
+	"github.com/chatd/chat/server"
+	"github.com/chatd/chat/store"
+	"github.com/chatd/chat/store/postgres"
+	"github.com/chatd/chat/store/sqlite"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "chatd:", err)
+		os.Exit(1)
+	}
+}
+
+// config is everything an operator can set. Each flag takes its default from
+// an environment variable, so compose files set env and people pass flags.
+type config struct {
+	addr         string
+	port         int
+	databaseURL  string
+	sqlitePath   string
+	historyLimit int
+	bcryptCost   int
+	maxMsgLen    int
+	maxBuffer    int64
+	pingInterval time.Duration
+	pingTimeout  time.Duration
+	publicDir    string
+	logFormat    string
+	logLevel     string
+}
+
+func parseFlags(args []string) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("chatd", flag.ContinueOnError)
+	fs.StringVar(&c.addr, "addr", env("ADDR", ""), "interface to listen on; empty means all (env ADDR)")
+	fs.IntVar(&c.port, "port", envInt("PORT", 3000), "TCP port: 3000 for the primary, 3001 for the backup (env PORT)")
+	fs.StringVar(&c.databaseURL, "database-url", env("DATABASE_URL", ""),
+		"PostgreSQL URL, e.g. postgres://postgres@localhost:5432/chat?sslmode=disable; empty uses the embedded SQLite store (env DATABASE_URL)")
+	fs.StringVar(&c.sqlitePath, "sqlite-path", env("SQLITE_PATH", "chat.db"), "file of the embedded store, used when no database URL is set (env SQLITE_PATH)")
+	fs.IntVar(&c.historyLimit, "history-limit", envInt("HISTORY_LIMIT", 100),
+		"messages sent to each new connection; 0 sends the whole history as the Node server did (env HISTORY_LIMIT)")
+	fs.IntVar(&c.bcryptCost, "bcrypt-cost", envInt("BCRYPT_COST", 10), "bcrypt work factor of new password hashes (env BCRYPT_COST)")
+	fs.IntVar(&c.maxMsgLen, "max-message-length", envInt("MAX_MESSAGE_LENGTH", 2000), "longest message in characters (env MAX_MESSAGE_LENGTH)")
+	fs.Int64Var(&c.maxBuffer, "max-http-buffer-size", int64(envInt("MAX_HTTP_BUFFER_SIZE", 128<<10)),
+		"largest Socket.IO packet or polling request body in bytes (env MAX_HTTP_BUFFER_SIZE)")
+	fs.DurationVar(&c.pingInterval, "ping-interval", envDuration("PING_INTERVAL", 10*time.Second),
+		"Engine.IO heartbeat interval (env PING_INTERVAL)")
+	fs.DurationVar(&c.pingTimeout, "ping-timeout", envDuration("PING_TIMEOUT", 5*time.Second),
+		"how long after a missed heartbeat a peer counts as gone (env PING_TIMEOUT)")
+	fs.StringVar(&c.publicDir, "public-dir", env("PUBLIC_DIR", ""),
+		"serve the browser client from this directory instead of the built-in one (env PUBLIC_DIR)")
+	fs.StringVar(&c.logFormat, "log-format", env("LOG_FORMAT", "text"), "text or json (env LOG_FORMAT)")
+	fs.StringVar(&c.logLevel, "log-level", env("LOG_LEVEL", "info"), "debug, info, warn or error (env LOG_LEVEL)")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if c.historyLimit < 0 {
+		return c, errors.New("-history-limit must be 0 (all) or more")
+	}
+	return c, nil
+}
+
+func run(args []string) error {
+	cfg, err := parseFlags(args)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(cfg)
+	if err != nil {
+		return err
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	st, err := openStore(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if c, ok := st.(store.Closer); ok {
+			c.Close()
+		}
+	}()
+
+	var page fs.FS = public.FS
+	if cfg.publicDir != "" {
+		page = os.DirFS(cfg.publicDir)
+	}
+	history := cfg.historyLimit
+	if history == 0 {
+		history = -1 // server.Config: negative means all
+	}
+	srv, err := server.New(server.Config{
+		HistoryLimit:      history,
+		BcryptCost:        cfg.bcryptCost,
+		MaxMessageLen:     cfg.maxMsgLen,
+		MaxHTTPBufferSize: cfg.maxBuffer,
+		PingInterval:      cfg.pingInterval,
+		PingTimeout:       cfg.pingTimeout,
+		Public:            page,
+	}, st, log)
+	if err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", net.JoinHostPort(cfg.addr, strconv.Itoa(cfg.port)))
+	if err != nil {
+		srv.Close()
+		return err
+	}
+	hs := &http.Server{
+		Handler:           srv.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- hs.Serve(ln) }()
+	log.Info("listening", "addr", ln.Addr().String(), "store", storeKind(cfg), "history_limit", cfg.historyLimit)
+
+	select {
+	case err := <-serveErr:
+		srv.Close()
+		return err
+	case <-ctx.Done():
+	}
+	stop() // a second signal kills the process the default way
+	log.Info("shutting down")
+	// Socket.IO first: it disconnects every socket and ends long polls,
+	// which http.Server.Shutdown would otherwise wait on. Shutdown does not
+	// track hijacked WebSocket connections; Close above ended them.
+	srv.Close()
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := hs.Shutdown(sctx); err != nil {
+		log.Warn("http shutdown", "err", err)
+	}
+	log.Info("stopped")
+	return nil
+}
+
+func openStore(ctx context.Context, cfg config, log *slog.Logger) (store.Store, error) {
+	octx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	if cfg.databaseURL == "" {
+		st, err := sqlite.Open(octx, cfg.sqlitePath)
+		if err != nil {
+			return nil, err
+		}
+		log.Info("using the embedded SQLite store", "path", cfg.sqlitePath)
+		return st, nil
+	}
+	st, err := postgres.Open(octx, cfg.databaseURL)
+	if err != nil {
+		// lib/pq errors do not contain the password, but say where we
+		// tried without it.
+		return nil, fmt.Errorf("opening %s: %w", redactURL(cfg.databaseURL), err)
+	}
+	log.Info("using PostgreSQL", "database", redactURL(cfg.databaseURL))
+	return st, nil
+}
+
+func storeKind(cfg config) string {
+	if cfg.databaseURL == "" {
+		return "sqlite"
+	}
+	return "postgres"
+}
+
+// redactURL hides the password of a database URL so it can be logged.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme == "" {
+		return "(database URL not shown)"
+	}
+	return u.Redacted()
+}
+
+func newLogger(cfg config) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(cfg.logLevel)); err != nil {
+		return nil, fmt.Errorf("-log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch cfg.logFormat {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("-log-format must be text or json, not %q", cfg.logFormat)
+}
+
+func env(key, def string) string {
+	if v, ok := os.LookupEnv(key); ok && v != "" {
+		return v
+	}
+	return def
+}
+
+func envInt(key string, def int) int {
+	if v := env(key, ""); v != "" {
+		if n, err := strconv.Atoi(v); err == nil {
+			return n
+		}
+		fmt.Fprintf(os.Stderr, "chatd: ignoring %s=%q: not a whole number\n", key, v)
+	}
+	return def
+}
+
+func envDuration(key string, def time.Duration) time.Duration {
+	if v := env(key, ""); v != "" {
+		if d, err := time.ParseDuration(v); err == nil {
+			return d
+		}
+		fmt.Fprintf(os.Stderr, "chatd: ignoring %s=%q: not a duration like 10s\n", key, v)
+	}
+	return def
+}

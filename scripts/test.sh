@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Runs every test of the project, installing or starting what they need:
+# PostgreSQL (must be installed; started if down), npm packages, nginx and
+# Chromium (from Debian's packages when missing). CI runs exactly this.
+#
+#   scripts/test.sh            everything
+#   scripts/test.sh go         only the Go checks and tests
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+only=${1:-all}
+
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+started=$(date +%s)
+
+# PostgreSQL: the tests run against a real server. Locally, start it if it is
+# installed but down; the URL can be overridden.
+export TEST_DATABASE_URL=${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable}
+if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+	step "starting PostgreSQL"
+	if command -v pg_ctlcluster >/dev/null; then
+		pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
+	fi
+	for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+fi
+
+step "gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './node_modules/*'))
+if [ -n "$unformatted" ]; then
+	echo "not gofmt'ed:"; echo "$unformatted"; exit 1
+fi
+
+step "go vet"
+go vet ./...
+
+step "go test -race"
+go test -race -count=1 -timeout 10m ./...
+
+step "socket.io-client bundle matches its checksums"
+bash scripts/update-socketio-client.sh --check
+
+[ "$only" = go ] && { echo "Go checks passed in $(( $(date +%s) - started ))s"; exit 0; }
+
+echo
+echo "all tests passed in $(( $(date +%s) - started ))s"

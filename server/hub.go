@@ -1,0 +1,112 @@
+package server
+
+import (
+	"sync"
+
+	"github.com/chatd/chat/store"
+)
+
+// maxPending bounds the messages held for a socket that is still receiving
+// its history. A socket that falls this far behind is disconnected (and
+// reloads history when it reconnects) instead of growing without bound.
+const maxPending = 1024
+
+// hub is the set of connected sockets and the delivery of `new message` to
+// them. It is the one owner of that set.
+//
+// A socket joins the hub the moment it connects but receives live messages
+// only after its history: messages committed while its history was being
+// read are held, then sent if the history did not already include them. So
+// a newcomer sees every message exactly once, with no gap between history
+// and live traffic, and `load all messages` stays its first event.
+type hub struct {
+	mu sync.RWMutex
+	// clients is guarded by mu.
+	clients map[*client]struct{}
+}
+
+// client is one connected socket as the hub sees it.
+type client struct {
+	send  func(event string, args ...any)
+	close func(reason string)
+
+	mu sync.Mutex
+	// Fields below are guarded by mu.
+	live    bool            // history sent; deliver directly
+	lastID  int64           // highest message id in the history sent
+	pending []store.Message // held until live
+	gone    bool            // left the hub
+}
+
+func newHub() *hub {
+	return &hub{clients: map[*client]struct{}{}}
+}
+
+// join adds c; it receives nothing until goLive.
+func (h *hub) join(c *client) {
+	h.mu.Lock()
+	h.clients[c] = struct{}{}
+	h.mu.Unlock()
+}
+
+// leave removes c. It is safe to call more than once.
+func (h *hub) leave(c *client) {
+	h.mu.Lock()
+	delete(h.clients, c)
+	h.mu.Unlock()
+	c.mu.Lock()
+	c.gone = true
+	c.pending = nil
+	c.mu.Unlock()
+}
+
+// goLive is called once c's history, ending at message lastID, has been
+// sent: it sends what arrived meanwhile and switches c to live delivery.
+func (c *client) goLive(lastID int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.live, c.lastID = true, lastID
+	for _, m := range c.pending {
+		if m.ID > lastID {
+			c.send("new message", wireMsg(m))
+		}
+	}
+	c.pending = nil
+}
+
+// deliver sends m to c, or holds it while c's history is on its way.
+func (c *client) deliver(m store.Message, payload any) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case c.gone:
+	case c.live:
+		c.send("new message", payload)
+	case len(c.pending) >= maxPending:
+		c.gone = true
+		go c.close("too many messages while loading history")
+	default:
+		c.pending = append(c.pending, m)
+	}
+}
+
+// broadcast delivers m to every connected socket, logged in or not.
+func (h *hub) broadcast(m store.Message) {
+	payload := wireMsg(m)
+	h.mu.RLock()
+	clients := make([]*client, 0, len(h.clients))
+	for c := range h.clients {
+		clients = append(clients, c)
+	}
+	h.mu.RUnlock()
+	for _, c := range clients {
+		c.deliver(m, payload)
+	}
+}
+
+// count returns the number of connected sockets.
+func (h *hub) count() int {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return len(h.clients)
+}

@@ -1,0 +1,203 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/chatd/chat/server/clientjs"
+	"github.com/chatd/chat/store"
+	"github.com/zishang520/socket.io/servers/socket/v3"
+	"golang.org/x/crypto/bcrypt"
+)
+
+// Config holds the server's settings. The zero value of each field means its
+// default, given in the field's comment.
+type Config struct {
+	// HistoryLimit is how many recent messages `load all messages` sends
+	// on connect. Default 100; negative means the whole history, as the
+	// seed did.
+	HistoryLimit int
+	// BcryptCost is the work factor of new password hashes. Default 10,
+	// the Node server's.
+	BcryptCost int
+	// MaxMessageLen is the longest message in characters. Default 2000.
+	MaxMessageLen int
+	// MaxHTTPBufferSize bounds one Socket.IO packet and one polling
+	// request body, in bytes. Default 128 KiB.
+	MaxHTTPBufferSize int64
+	// PingInterval and PingTimeout are the Engine.IO heartbeat: a peer
+	// silent for their sum is considered gone. Defaults 10 s and 5 s.
+	PingInterval, PingTimeout time.Duration
+	// StoreTimeout bounds each store call. Default 5 s.
+	StoreTimeout time.Duration
+	// Public is the browser client served at /. Nil serves nothing there.
+	Public fs.FS
+}
+
+func (c *Config) setDefaults() {
+	if c.HistoryLimit == 0 {
+		c.HistoryLimit = 100
+	}
+	if c.BcryptCost == 0 {
+		c.BcryptCost = 10
+	}
+	if c.MaxMessageLen == 0 {
+		c.MaxMessageLen = 2000
+	}
+	if c.MaxHTTPBufferSize == 0 {
+		c.MaxHTTPBufferSize = 128 << 10
+	}
+	if c.PingInterval == 0 {
+		c.PingInterval = 10 * time.Second
+	}
+	if c.PingTimeout == 0 {
+		c.PingTimeout = 5 * time.Second
+	}
+	if c.StoreTimeout == 0 {
+		c.StoreTimeout = 5 * time.Second
+	}
+}
+
+// Server is the chat service. Create it with New, mount Handler, and call
+// Close once to disconnect every socket and stop its goroutines. It does not
+// close the store.
+type Server struct {
+	cfg   Config
+	store store.Store
+	log   *slog.Logger
+
+	io     *socket.Server
+	hub    *hub
+	online *online
+
+	// dummyHash is compared against when a login names an unknown user, so
+	// that answering costs the same bcrypt work either way and response
+	// time does not reveal which usernames exist.
+	dummyHash []byte
+
+	ctx    context.Context // ends at Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	once   sync.Once
+}
+
+// New returns a running server on st. It logs to log with stable keys (sid,
+// user, err) and never logs a password, hash or token.
+func New(cfg Config, st store.Store, log *slog.Logger) (*Server, error) {
+	cfg.setDefaults()
+	if cfg.BcryptCost < bcrypt.MinCost || cfg.BcryptCost > bcrypt.MaxCost {
+		return nil, errors.New("server: bcrypt cost must be between 4 and 31")
+	}
+	dummy, err := bcrypt.GenerateFromPassword([]byte("not a real password"), cfg.BcryptCost)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{
+		cfg:       cfg,
+		store:     st,
+		log:       log,
+		hub:       newHub(),
+		dummyHash: dummy,
+		ctx:       ctx,
+		cancel:    cancel,
+	}
+
+	opts := socket.DefaultServerOptions()
+	opts.SetServeClient(false) // the bundle comes from package clientjs
+	opts.SetAllowEIO3(true)    // socket.io-client 2.x, as some seed deployments still ship
+	opts.SetPingInterval(cfg.PingInterval)
+	opts.SetPingTimeout(cfg.PingTimeout)
+	opts.SetMaxHttpBufferSize(cfg.MaxHTTPBufferSize)
+	opts.SetConnectTimeout(10 * time.Second)
+	s.io = socket.NewServer(nil, opts)
+	s.io.ServeHandler(opts) // builds the engine now, so Handler is cheap
+
+	s.online = newOnline(func(users []string) {
+		s.io.Sockets().Emit("get users", users)
+	})
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.online.run(ctx)
+	}()
+
+	s.io.On("connection", func(args ...any) {
+		s.onConnection(args[0].(*socket.Socket))
+	})
+	return s, nil
+}
+
+// Handler returns the HTTP routes: Socket.IO and its client bundle under
+// /socket.io/, the health probes, and the browser client at /.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/socket.io/", s.io.ServeHandler(nil))
+	bundle := clientjs.Handler()
+	for _, p := range clientjs.Paths() {
+		mux.Handle(p, bundle)
+	}
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", s.readyz)
+	if s.cfg.Public != nil {
+		mux.Handle("/", securityHeaders(http.FileServerFS(s.cfg.Public)))
+	}
+	return mux
+}
+
+// readyz reports whether the store answers, so that a load balancer can
+// stop sending users to a server that cannot log them in.
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if err := s.store.Ping(ctx); err != nil {
+		s.log.Warn("readiness check failed", "err", err)
+		w.WriteHeader(http.StatusServiceUnavailable)
+		w.Write([]byte("store unreachable\n"))
+		return
+	}
+	w.Write([]byte("ok\n"))
+}
+
+// securityHeaders lets the page load only its own scripts and styles, so
+// that even a bug that inserted user text as HTML could not run a script.
+func securityHeaders(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hd := w.Header()
+		hd.Set("Content-Security-Policy", "default-src 'self'; script-src 'self'; style-src 'self'; "+
+			"img-src 'self' data:; connect-src 'self' ws: wss:; object-src 'none'; base-uri 'none'; "+
+			"frame-ancestors 'none'; form-action 'self'")
+		hd.Set("X-Content-Type-Options", "nosniff")
+		hd.Set("Referrer-Policy", "no-referrer")
+		hd.Set("X-Frame-Options", "DENY")
+		h.ServeHTTP(w, r)
+	})
+}
+
+// Close disconnects every socket, ends long polls and stops the server's
+// goroutines. It is safe to call more than once.
+func (s *Server) Close() {
+	s.once.Do(func() {
+		s.cancel()
+		done := make(chan struct{})
+		s.io.Close(func(error) { close(done) })
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			s.log.Warn("socket.io close timed out")
+		}
+		s.wg.Wait()
+	})
+}
+
+// Connections returns the number of connected sockets.
+func (s *Server) Connections() int { return s.hub.count() }

@@ -1,0 +1,197 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/chatd/chat/store"
+	"github.com/zishang520/socket.io/servers/socket/v3"
+)
+
+// Acknowledgement texts. The first four are the seed's, word for word:
+// clients written for the Node server compare them.
+const (
+	msgUsernameTaken   = "Username already taken"
+	msgRegisterError   = "Error registering user"
+	msgInvalidLogin    = "Invalid username or password"
+	msgNotLoggedIn     = "No user is currently logged in."
+	msgUnavailable     = "Service temporarily unavailable, please try again"
+	msgBadCredentials  = "Expected {username, password} with both as text"
+	msgPasswordEmpty   = "Password must not be empty"
+	msgPasswordTooLong = "Password must be at most 72 bytes (bcrypt's limit)"
+	msgSendNotLoggedIn = "Not logged in"
+	msgMessageNotText  = "Message must be text"
+	msgMessageEmpty    = "Message must not be empty"
+	msgBadClientID     = "Message id must be a string of 1 to 128 characters"
+)
+
+// Limits on client input.
+const (
+	// MaxUsernameLen is the longest username, in characters, that
+	// registration accepts.
+	MaxUsernameLen = 64
+	// maxPasswordBytes is bcrypt's input limit; longer passwords would be
+	// silently truncated by the hash, so registration refuses them.
+	maxPasswordBytes = 72
+	// maxClientIDLen bounds the idempotency key of `send message`.
+	maxClientIDLen = 128
+)
+
+// wireMessage is a message as clients receive it: the seed's {msg, user}
+// plus the id and time extensions.
+type wireMessage struct {
+	Msg  string `json:"msg"`
+	User string `json:"user"`
+	ID   int64  `json:"id"`
+	Time string `json:"time"`
+}
+
+func wireMsg(m store.Message) wireMessage {
+	return wireMessage{Msg: m.Content, User: m.Username, ID: m.ID, Time: m.Time.UTC().Format(time.RFC3339Nano)}
+}
+
+func wireMsgs(ms []store.Message) []wireMessage {
+	out := make([]wireMessage, len(ms))
+	for i, m := range ms {
+		out[i] = wireMsg(m)
+	}
+	return out
+}
+
+// splitAck separates an event's arguments from its acknowledgement
+// callback, which the library appends last when the client asked for one.
+// The returned ack is never nil: without a callback it does nothing, so a
+// client that omits it (the seed's crash) is just not answered.
+func splitAck(args []any) ([]any, func(any)) {
+	if n := len(args); n > 0 {
+		if ack, ok := args[n-1].(socket.Ack); ok && ack != nil {
+			return args[:n-1], func(v any) { ack([]any{v}, nil) }
+		}
+	}
+	return args, func(any) {}
+}
+
+func ok(extra ...any) map[string]any {
+	m := map[string]any{"success": true}
+	for i := 0; i+1 < len(extra); i += 2 {
+		m[extra[i].(string)] = extra[i+1]
+	}
+	return m
+}
+
+func fail(message string) map[string]any {
+	return map[string]any{"success": false, "message": message}
+}
+
+// errInput is a client mistake; its text is safe to send back.
+type errInput struct{ msg string }
+
+func (e errInput) Error() string { return e.msg }
+
+func inputErr(msg string) error { return errInput{msg} }
+
+// publicMessage returns the text for a client: the input error's own, or
+// fallback for anything else, so that no internal error reaches a socket.
+func publicMessage(err error, fallback string) string {
+	var ie errInput
+	if errors.As(err, &ie) {
+		return ie.msg
+	}
+	return fallback
+}
+
+// credentials reads the {username, password} payload of register and login.
+func credentials(args []any) (username, password string, err error) {
+	if len(args) == 0 {
+		return "", "", inputErr(msgBadCredentials)
+	}
+	obj, isObj := args[0].(map[string]any)
+	if !isObj {
+		return "", "", inputErr(msgBadCredentials)
+	}
+	username, uok := obj["username"].(string)
+	password, pok := obj["password"].(string)
+	if !uok || !pok {
+		return "", "", inputErr(msgBadCredentials)
+	}
+	return username, password, nil
+}
+
+// validUsername is the rule for new registrations: 1 to 64 characters,
+// each a letter or digit (any script) or one of `_ . -`. Login accepts any
+// name that exists, whatever its shape, since the Node server had no rule.
+func validUsername(name string) error {
+	if name == "" {
+		return inputErr("Username must not be empty")
+	}
+	if !utf8.ValidString(name) {
+		return inputErr("Username must be valid UTF-8 text")
+	}
+	if n := utf8.RuneCountInString(name); n > MaxUsernameLen {
+		return inputErr(fmt.Sprintf("Username must be at most %d characters", MaxUsernameLen))
+	}
+	for _, r := range name {
+		if !unicode.IsLetter(r) && !unicode.IsDigit(r) && r != '_' && r != '.' && r != '-' {
+			return inputErr("Username may contain only letters, digits, '_', '.' and '-'")
+		}
+	}
+	return nil
+}
+
+// validPassword is the rule for new passwords.
+func validPassword(pw string) error {
+	if pw == "" {
+		return inputErr(msgPasswordEmpty)
+	}
+	if len(pw) > maxPasswordBytes {
+		return inputErr(msgPasswordTooLong)
+	}
+	return nil
+}
+
+// outgoing reads `send message`'s arguments: the seed's text, and the
+// optional {id} extension that makes a resend idempotent.
+func outgoing(args []any, maxLen int) (text, clientID string, err error) {
+	if len(args) == 0 {
+		return "", "", inputErr(msgMessageNotText)
+	}
+	text, isText := args[0].(string)
+	if !isText {
+		return "", "", inputErr(msgMessageNotText)
+	}
+	if !utf8.ValidString(text) {
+		return "", "", inputErr("Message must be valid UTF-8 text")
+	}
+	if isBlank(text) {
+		return "", "", inputErr(msgMessageEmpty)
+	}
+	if n := utf8.RuneCountInString(text); n > maxLen {
+		return "", "", inputErr(fmt.Sprintf("Message is %d characters; the limit is %d", n, maxLen))
+	}
+	if len(args) > 1 && args[1] != nil {
+		opts, isObj := args[1].(map[string]any)
+		if !isObj {
+			return "", "", inputErr(msgBadClientID)
+		}
+		if raw, has := opts["id"]; has && raw != nil {
+			id, isStr := raw.(string)
+			if !isStr || id == "" || utf8.RuneCountInString(id) > maxClientIDLen || !utf8.ValidString(id) {
+				return "", "", inputErr(msgBadClientID)
+			}
+			clientID = id
+		}
+	}
+	return text, clientID, nil
+}
+
+func isBlank(s string) bool {
+	for _, r := range s {
+		if !unicode.IsSpace(r) {
+			return false
+		}
+	}
+	return true
+}
