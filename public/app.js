@@ -94,9 +94,11 @@
     showError('');
     showNotice('');
     setBusy(true);
-    var first = state.mode === 'register' ? ask('register', creds) : Promise.resolve({ success: true });
+    // Registering does not log in (the seed's rule): log in right after.
+    var first = state.mode === 'register' ? ask('register', creds) : Promise.resolve(null);
     first.then(function (res) {
-      if (!res.success) return res;
+      if (res && !res.success) return res;
+      if (res) setMode('login'); // the account exists now: a retry should log in
       return ask('login', creds);
     }).then(function (res) {
       setBusy(false);
@@ -129,6 +131,8 @@
     ui.chat.hidden = true;
     ui.auth.hidden = false;
     ui.chat.classList.remove('show-users');
+    ui.usersToggle.setAttribute('aria-expanded', 'false');
+    ui.sendError.textContent = '';
     setMode('login');
     if (state.lastName) ui.username.value = state.lastName;
     showNotice(notice || '');
@@ -142,6 +146,7 @@
       // Whatever the answer, the socket is no longer ours to speak for.
       ui.logout.disabled = false;
       state.draft = '';
+      ui.text.value = ''; // the next person on this page starts clean
       leaveChat('You have been logged out.');
     });
   }

@@ -41,5 +41,8 @@ bash scripts/update-socketio-client.sh --check
 
 [ "$only" = go ] && { echo "Go checks passed in $(( $(date +%s) - started ))s"; exit 0; }
 
+step "browser end-to-end (playwright-core + Debian Chromium)"
+bash e2e/browser/run.sh
+
 echo
 echo "all tests passed in $(( $(date +%s) - started ))s"

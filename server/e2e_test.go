@@ -12,11 +12,7 @@ import (
 	"testing"
 	"time"
 
-	sio "github.com/zishang520/socket.io/clients/socket/v3"
-	"github.com/zishang520/socket.io/clients/engine/v3/transports"
-	"github.com/zishang520/socket.io/servers/socket/v3"
-	"github.com/zishang520/socket.io/v3/pkg/types"
-
+	"github.com/chatd/chat/internal/sioclient"
 	"github.com/chatd/chat/server"
 	"github.com/chatd/chat/store"
 	"github.com/chatd/chat/store/sqlite"
@@ -86,54 +82,33 @@ type event struct {
 	args []any
 }
 
-// tclient is a real Socket.IO client that records every event it receives.
+// tclient is a Socket.IO client that records every event it receives.
 type tclient struct {
 	t    testing.TB
 	name string
-	sock *sio.Socket
+	conn *sioclient.Conn
 
 	mu     sync.Mutex
 	events []event
 	signal chan struct{}
 }
 
+// connect opens a client over transport. Only "websocket" is driven from Go:
+// long-polling is covered by test/compat with the npm clients users run.
 func (e *env) connect(t testing.TB, name, transport string) *tclient {
 	t.Helper()
-	opts := sio.DefaultOptions()
-	opts.SetForceNew(true)
-	opts.SetReconnection(false)
-	switch transport {
-	case "websocket":
-		opts.SetTransports(types.NewSet(transports.WebSocket))
-	case "polling":
-		opts.SetTransports(types.NewSet(transports.Polling))
-		opts.SetUpgrade(false)
-	default:
+	if transport != "websocket" {
 		t.Fatalf("unknown transport %q", transport)
 	}
-	opts.SetAutoConnect(false)
-	sock, err := sio.Io(e.url, opts)
+	c := &tclient{t: t, name: name, signal: make(chan struct{}, 1)}
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	conn, err := sioclient.Dial(ctx, e.url, sioclient.Options{OnEvent: c.record})
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%s: %v", name, err)
 	}
-	c := &tclient{t: t, name: name, sock: sock, signal: make(chan struct{}, 1)}
-	record := func(ev string) func(...any) {
-		return func(args ...any) { c.record(ev, args) }
-	}
-	// Listeners go on before connecting so the first event is seen.
-	for _, ev := range []string{"load all messages", "get users", "new message", "reload"} {
-		sock.On(types.EventName(ev), record(ev))
-	}
-	connected := make(chan struct{})
-	var once sync.Once
-	sock.On("connect", func(...any) { once.Do(func() { close(connected) }) })
-	sock.Connect()
-	select {
-	case <-connected:
-	case <-time.After(waitFor):
-		t.Fatalf("%s: no connection within %v", name, waitFor)
-	}
-	t.Cleanup(func() { sock.Disconnect() })
+	c.conn = conn
+	t.Cleanup(func() { conn.Close() })
 	return c
 }
 
@@ -187,23 +162,20 @@ func (c *tclient) count(name string) int {
 // call emits ev with args and waits for the acknowledgement object.
 func (c *tclient) call(ev string, args ...any) map[string]any {
 	c.t.Helper()
-	got := make(chan []any, 1)
-	args = append(args, socket.Ack(func(a []any, err error) { got <- a }))
-	c.sock.Emit(ev, args...)
-	select {
-	case a := <-got:
-		if len(a) != 1 {
-			c.t.Fatalf("%s: %s ack has %d arguments, want 1: %v", c.name, ev, len(a), a)
-		}
-		m, ok := a[0].(map[string]any)
-		if !ok {
-			c.t.Fatalf("%s: %s ack is %T, want an object", c.name, ev, a[0])
-		}
-		return m
-	case <-time.After(waitFor):
-		c.t.Fatalf("%s: no %s acknowledgement within %v", c.name, ev, waitFor)
-		return nil
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	a, err := c.conn.Call(ctx, ev, args...)
+	if err != nil {
+		c.t.Fatalf("%s: %s: %v", c.name, ev, err)
 	}
+	if len(a) != 1 {
+		c.t.Fatalf("%s: %s ack has %d arguments, want 1: %v", c.name, ev, len(a), a)
+	}
+	m, ok := a[0].(map[string]any)
+	if !ok {
+		c.t.Fatalf("%s: %s ack is %T, want an object", c.name, ev, a[0])
+	}
+	return m
 }
 
 func creds(u, p string) map[string]any { return map[string]any{"username": u, "password": p} }
@@ -254,11 +226,7 @@ func msgIs(text, user string) func([]any) bool {
 	}
 }
 
-// transportsUnderTest is WebSocket only: the Go client v3.0.6 receives over
-// long-polling but its emits over polling never reach the server (seen with
-// this very server, which the npm socket.io-client drives over polling without
-// fault). Polling is covered by test/compat with the real npm clients 2.x and
-// 4.x, against a -race build of this server.
+// transportsUnderTest is what the Go tests drive; see connect.
 var transportsUnderTest = []string{"websocket"}
 
 func TestProtocol(t *testing.T) {
@@ -349,7 +317,7 @@ func testAnonymousSend(t *testing.T, e *env, tr string) {
 	user := "reg_only_" + tr
 	wantAck(t, "register", a.call("register", creds(user, "pw")), success)
 	// register does not log in: sending gets reload.
-	a.sock.Emit("send message", "should not be stored "+tr)
+	a.conn.Emit("send message", "should not be stored "+tr)
 	a.waitEvent("reload", nil)
 	wantAck(t, "send with ack", a.call("send message", "nor this "+tr), map[string]any{"success": false})
 	// The other socket saw no reload and no message.
@@ -379,14 +347,14 @@ func testLogoutAndDisconnect(t *testing.T, e *env, tr string) {
 	wantAck(t, "logout", a.call("logout"), success)
 	watcher.waitEvent("get users", lacksUser(user))
 	wantAck(t, "logout twice", a.call("logout"), nobody)
-	a.sock.Emit("send message", "after logout")
+	a.conn.Emit("send message", "after logout")
 	a.waitEvent("reload", nil)
 
 	// Disconnecting a logged-in socket removes its user.
 	b := e.connect(t, "b", tr)
 	wantAck(t, "login b", b.call("login", creds(user, "pw")), success)
 	i, _ := watcher.waitEvent("get users", hasUser(user))
-	b.sock.Disconnect()
+	b.conn.Close()
 	deadline := time.Now().Add(waitFor)
 	for {
 		ev := watcher.snapshot()
@@ -422,6 +390,6 @@ func testTwoTabs(t *testing.T, e *env, tr string) {
 	if last := evs[len(evs)-1]; last.name == "get users" && !hasUser(user)(last.args) {
 		t.Errorf("user left the list while still logged in on tab2")
 	}
-	tab2.sock.Disconnect()
+	tab2.conn.Close()
 	watcher.waitEvent("get users", lacksUser(user))
 }

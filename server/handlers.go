@@ -74,6 +74,7 @@ func (s *Server) onConnection(sock *socket.Socket) {
 		},
 	}
 	s.hub.join(c)
+	s.gate.connected(string(sock.Conn().Id()))
 
 	// Handlers are registered before anything is awaited, so no event the
 	// client sends right after connecting is dropped.
@@ -141,7 +142,7 @@ func (s *Server) onRegister(log *slog.Logger, args []any) {
 	case errors.Is(err, store.ErrConflict):
 		ack(fail(msgUsernameTaken))
 	case err != nil:
-		log.Error("storing new user", "user", username, "err", err)
+		log.Error("storing new user", "user", logName(username), "err", err)
 		ack(fail(msgRegisterError))
 	default:
 		log.Info("registered", "user", username)
@@ -176,7 +177,7 @@ func (s *Server) onLogin(log *slog.Logger, ss *session, args []any) {
 		pw = pw[:maxPasswordBytes]
 	}
 	if bcrypt.CompareHashAndPassword(hash, pw) != nil || err != nil {
-		log.Info("login failed", "user", username)
+		log.Info("login failed", "user", logName(username))
 		ack(fail(msgInvalidLogin))
 		return
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/chatd/chat/server/clientjs"
 	"github.com/chatd/chat/store"
+	"github.com/zishang520/socket.io/servers/engine/v3"
 	"github.com/zishang520/socket.io/servers/socket/v3"
 	"golang.org/x/crypto/bcrypt"
 )
@@ -72,6 +73,8 @@ type Server struct {
 	log   *slog.Logger
 
 	io     *socket.Server
+	engine engine.Server
+	gate   *connectGate
 	hub    *hub
 	online *online
 
@@ -115,8 +118,14 @@ func New(cfg Config, st store.Store, log *slog.Logger) (*Server, error) {
 	opts.SetPingTimeout(cfg.PingTimeout)
 	opts.SetMaxHttpBufferSize(cfg.MaxHTTPBufferSize)
 	opts.SetConnectTimeout(10 * time.Second)
+	opts.SetPath("/socket.io")
 	s.io = socket.NewServer(nil, opts)
-	s.io.ServeHandler(opts) // builds the engine now, so Handler is cheap
+	// The engine is built here rather than by ServeHandler so that the
+	// connect gate hears each connection before Socket.IO does.
+	s.gate = newConnectGate(10 * time.Second)
+	s.engine = engine.NewServer(opts)
+	s.engine.On("connection", s.gate.attach)
+	s.io.Bind(s.engine)
 
 	s.online = newOnline(func(users []string) {
 		s.io.Sockets().Emit("get users", users)
@@ -137,7 +146,7 @@ func New(cfg Config, st store.Store, log *slog.Logger) (*Server, error) {
 // /socket.io/, the health probes, and the browser client at /.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("/socket.io/", s.io.ServeHandler(nil))
+	mux.Handle("/socket.io/", s.engine)
 	bundle := clientjs.Handler()
 	for _, p := range clientjs.Paths() {
 		mux.Handle(p, bundle)

@@ -195,3 +195,17 @@ func isBlank(s string) bool {
 	}
 	return true
 }
+
+// logName shortens a client-chosen name for the log, so that a 100 KB
+// username costs one short line, not 100 KB of log.
+func logName(name string) string {
+	const max = 80
+	if len(name) <= max {
+		return name
+	}
+	cut := max
+	for cut > 0 && !utf8.RuneStart(name[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s…(%d bytes)", name[:cut], len(name))
+}

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# run.sh: the one entry point of the browser end-to-end tests. Installs what
+# is missing (Debian's Chromium, the npm packages), builds the Go server,
+# runs it on a free loopback port with a throw-away SQLite store, runs the
+# tests against it, and stops it. Exits non-zero if anything fails.
+#   bash e2e/browser/run.sh
+# Screenshots land in e2e/browser/out/. E2E_PORT_MIN/E2E_PORT_MAX bound the
+# ports tried (default 3100..3199).
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
+export DEBIAN_FRONTEND=noninteractive
+
+log() { printf 'run.sh: %s\n' "$*" >&2; }
+
+if [ ! -x /usr/bin/chromium ]; then
+  log "installing chromium"
+  apt-get install -y chromium >/dev/null || { apt-get update >/dev/null && apt-get install -y chromium >/dev/null; }
+fi
+
+cd "$here"
+if [ ! -d node_modules ]; then
+  log "npm ci"
+  npm ci --no-audit --no-fund
+fi
+
+tmp="$(mktemp -d "${TMPDIR:-/tmp}/chat-e2e.XXXXXX")"
+server_pid=""
+cleanup() {
+  status=$?
+  if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
+    kill "$server_pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$server_pid" 2>/dev/null || true
+  fi
+  if [ "$status" -ne 0 ] && [ -f "$tmp/chatd.log" ]; then
+    log "server log (last 40 lines):"
+    tail -n 40 "$tmp/chatd.log" >&2
+  fi
+  rm -rf "$tmp"
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log "building the server"
+(cd "$repo" && timeout 300 go build -o "$tmp/chatd" .)
+
+port="$(node free-port.js)"
+log "starting the server on 127.0.0.1:$port"
+env -u DATABASE_URL PORT="$port" ADDR=127.0.0.1 SQLITE_PATH="$tmp/chat.db" \
+  "$tmp/chatd" >"$tmp/chatd.log" 2>&1 &
+server_pid=$!
+
+base="http://127.0.0.1:$port"
+healthy=""
+for _ in $(seq 100); do
+  if ! kill -0 "$server_pid" 2>/dev/null; then log "the server exited at start-up"; exit 1; fi
+  if node -e "fetch('$base/healthz').then(r => process.exit(r.status === 200 ? 0 : 1), () => process.exit(1))"; then
+    healthy=1; break
+  fi
+  sleep 0.2
+done
+[ -n "$healthy" ] || { log "no 200 from $base/healthz in time"; exit 1; }
+
+mkdir -p out
+log "running the tests against $base"
+BASE_URL="$base" CHATD_BIN="$tmp/chatd" \
+  timeout 170 node --test --test-concurrency=1 --test-timeout=60000 test/*.test.js

@@ -1,0 +1,297 @@
+// Package sioclient is a small Socket.IO v5 client over an Engine.IO v4
+// WebSocket, for this project's tests, load generator and hostile-client
+// suite.
+//
+// It exists because those need a client that is predictable and cheap: the
+// tests count goroutines and must know that Close ends every one of them, the
+// load generator must spend less CPU per delivered message than the server it
+// measures, and the hostile suite must send frames a well-behaved client
+// never would (SendRaw). The npm socket.io-client, the one users have, is
+// exercised separately in test/compat.
+//
+// It speaks the default namespace only, text packets only, and never
+// reconnects.
+package sioclient
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// Options configures Dial.
+type Options struct {
+	// Auth is sent as the handshake's auth payload.
+	Auth map[string]any
+	// Header is added to the WebSocket upgrade request.
+	Header http.Header
+	// OnEvent is called for each event from the server, in order, on the
+	// connection's reader goroutine; it must not block for long. It is
+	// set before the connection opens, so no event is missed.
+	OnEvent func(name string, args []any)
+	// OnClose is called once when the connection ends, with the reason.
+	OnClose func(err error)
+}
+
+// Conn is one Socket.IO connection. Its methods are safe for concurrent use.
+// Close ends its goroutine.
+type Conn struct {
+	ws   *websocket.Conn
+	opts Options
+	// SID is the Socket.IO session id the server assigned.
+	SID string
+
+	wmu sync.Mutex // serialises writes to ws
+
+	mu      sync.Mutex
+	nextAck uint64
+	acks    map[uint64]chan []any
+	err     error // why the connection ended; nil while open
+
+	done chan struct{}
+}
+
+// ErrClosed is returned by calls on a connection that has ended.
+var ErrClosed = errors.New("sioclient: connection closed")
+
+// Dial connects to the Socket.IO server at base (http://host:port) and
+// completes the Engine.IO and Socket.IO handshakes.
+func Dial(ctx context.Context, base string, opts Options) (*Conn, error) {
+	u, err := url.Parse(base)
+	if err != nil {
+		return nil, err
+	}
+	switch u.Scheme {
+	case "http":
+		u.Scheme = "ws"
+	case "https":
+		u.Scheme = "wss"
+	}
+	u.Path = "/socket.io/"
+	u.RawQuery = "EIO=4&transport=websocket"
+	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second, ReadBufferSize: 4096, WriteBufferSize: 4096}
+	ws, _, err := d.DialContext(ctx, u.String(), opts.Header)
+	if err != nil {
+		return nil, fmt.Errorf("sioclient: dial: %w", err)
+	}
+	c := &Conn{ws: ws, opts: opts, acks: map[uint64]chan []any{}, done: make(chan struct{})}
+	if deadline, ok := ctx.Deadline(); ok {
+		ws.SetReadDeadline(deadline)
+	}
+	if err := c.handshake(); err != nil {
+		ws.Close()
+		return nil, err
+	}
+	ws.SetReadDeadline(time.Time{})
+	go c.read()
+	return c, nil
+}
+
+func (c *Conn) handshake() error {
+	_, open, err := c.ws.ReadMessage()
+	if err != nil {
+		return fmt.Errorf("sioclient: engine.io open: %w", err)
+	}
+	if len(open) == 0 || open[0] != '0' {
+		return fmt.Errorf("sioclient: expected an engine.io open packet, got %.40q", open)
+	}
+	connect := "40"
+	if c.opts.Auth != nil {
+		b, err := json.Marshal(c.opts.Auth)
+		if err != nil {
+			return err
+		}
+		connect += string(b)
+	}
+	if err := c.write(connect); err != nil {
+		return err
+	}
+	for {
+		_, msg, err := c.ws.ReadMessage()
+		if err != nil {
+			return fmt.Errorf("sioclient: socket.io connect: %w", err)
+		}
+		s := string(msg)
+		switch {
+		case s == "2":
+			if err := c.write("3"); err != nil {
+				return err
+			}
+		case strings.HasPrefix(s, "40"):
+			var ok struct{ SID string }
+			json.Unmarshal([]byte(s[2:]), &ok)
+			c.SID = ok.SID
+			return nil
+		case strings.HasPrefix(s, "44"):
+			return fmt.Errorf("sioclient: connection refused: %s", s[2:])
+		default:
+			return fmt.Errorf("sioclient: unexpected packet during connect: %.40q", s)
+		}
+	}
+}
+
+func (c *Conn) write(s string) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.ws.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	return c.ws.WriteMessage(websocket.TextMessage, []byte(s))
+}
+
+// SendRaw writes one WebSocket text frame as is, for tests of what the
+// server does with packets no real client sends.
+func (c *Conn) SendRaw(frame string) error { return c.write(frame) }
+
+// Emit sends an event without asking for an acknowledgement.
+func (c *Conn) Emit(event string, args ...any) error {
+	b, err := json.Marshal(append([]any{event}, args...))
+	if err != nil {
+		return err
+	}
+	return c.write("42" + string(b))
+}
+
+// Call sends an event, asks for an acknowledgement, and returns its
+// arguments. It fails when ctx ends or the connection does first.
+func (c *Conn) Call(ctx context.Context, event string, args ...any) ([]any, error) {
+	b, err := json.Marshal(append([]any{event}, args...))
+	if err != nil {
+		return nil, err
+	}
+	ch := make(chan []any, 1)
+	c.mu.Lock()
+	if c.err != nil {
+		c.mu.Unlock()
+		return nil, c.err
+	}
+	id := c.nextAck
+	c.nextAck++
+	c.acks[id] = ch
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.acks, id)
+		c.mu.Unlock()
+	}()
+	if err := c.write("42" + strconv.FormatUint(id, 10) + string(b)); err != nil {
+		return nil, err
+	}
+	select {
+	case a := <-ch:
+		return a, nil
+	case <-c.done:
+		return nil, c.Err()
+	case <-ctx.Done():
+		return nil, fmt.Errorf("sioclient: %s: no acknowledgement: %w", event, ctx.Err())
+	}
+}
+
+// Err returns why the connection ended, or nil while it is open.
+func (c *Conn) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+// Done is closed when the connection has ended.
+func (c *Conn) Done() <-chan struct{} { return c.done }
+
+// Close sends a Socket.IO disconnect and closes the connection. It waits for
+// the reader goroutine to end.
+func (c *Conn) Close() error {
+	c.write("41")
+	c.wmu.Lock()
+	c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
+	c.wmu.Unlock()
+	err := c.ws.Close()
+	<-c.done
+	return err
+}
+
+// Abort closes the TCP connection without a goodbye, as a crashed client
+// or a cut network would.
+func (c *Conn) Abort() {
+	c.ws.NetConn().Close()
+	<-c.done
+}
+
+func (c *Conn) read() {
+	var err error
+	defer func() {
+		c.mu.Lock()
+		if err == nil {
+			err = ErrClosed
+		}
+		c.err = err
+		c.mu.Unlock()
+		c.ws.Close()
+		close(c.done)
+		if c.opts.OnClose != nil {
+			c.opts.OnClose(err)
+		}
+	}()
+	for {
+		var msg []byte
+		_, msg, err = c.ws.ReadMessage()
+		if err != nil {
+			return
+		}
+		if err = c.handle(string(msg)); err != nil {
+			return
+		}
+	}
+}
+
+func (c *Conn) handle(s string) error {
+	switch {
+	case s == "2": // ping
+		return c.write("3")
+	case s == "1": // engine.io close
+		return errors.New("sioclient: server closed the session")
+	case strings.HasPrefix(s, "41"):
+		return errors.New("sioclient: server disconnected the socket")
+	case strings.HasPrefix(s, "42"):
+		var args []any
+		if err := json.Unmarshal([]byte(skipID(s[2:])), &args); err != nil || len(args) == 0 {
+			return fmt.Errorf("sioclient: bad event packet %.60q", s)
+		}
+		name, _ := args[0].(string)
+		if c.opts.OnEvent != nil {
+			c.opts.OnEvent(name, args[1:])
+		}
+	case strings.HasPrefix(s, "43"):
+		rest := s[2:]
+		n := 0
+		for n < len(rest) && rest[n] >= '0' && rest[n] <= '9' {
+			n++
+		}
+		id, err := strconv.ParseUint(rest[:n], 10, 64)
+		if err != nil {
+			return fmt.Errorf("sioclient: bad ack packet %.60q", s)
+		}
+		var args []any
+		if err := json.Unmarshal([]byte(rest[n:]), &args); err != nil {
+			return fmt.Errorf("sioclient: bad ack packet %.60q", s)
+		}
+		c.mu.Lock()
+		ch := c.acks[id]
+		c.mu.Unlock()
+		if ch != nil {
+			ch <- args
+		}
+	}
+	return nil
+}
+
+// skipID drops the ack id an event packet may carry before its JSON.
+func skipID(s string) string {
+	return strings.TrimLeft(s, "0123456789")
+}

@@ -1,0 +1,37 @@
+package server_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/chatd/chat/internal/sioclient"
+	"github.com/chatd/chat/server"
+)
+
+// TestConnectRace emits the moment each connection is acknowledged, as
+// socket.io-client does with emits buffered before connecting. Without
+// connectGate the library force-closes some of these connections (see
+// connectgate.go) and their events are lost.
+func TestConnectRace(t *testing.T) {
+	e := startServer(t, server.Config{}, nil)
+	const n = 150
+	lost := 0
+	for i := range n {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		c, err := sioclient.Dial(ctx, e.url, sioclient.Options{})
+		if err != nil {
+			cancel()
+			t.Fatalf("dial %d: %v", i, err)
+		}
+		if _, err := c.Call(ctx, "logout"); err != nil {
+			lost++
+			t.Logf("connection %d: first event lost: %v", i, err)
+		}
+		cancel()
+		c.Close()
+	}
+	if lost > 0 {
+		t.Errorf("%d of %d first events lost to the connect race", lost, n)
+	}
+}
