@@ -41,6 +41,12 @@ bash scripts/update-socketio-client.sh --check
 
 [ "$only" = go ] && { echo "Go checks passed in $(( $(date +%s) - started ))s"; exit 0; }
 
+step "protocol compatibility with the npm socket.io-client 4.x and 2.x (PostgreSQL, incl. a Node-made database)"
+bash test/compat/run.sh --pg "$TEST_DATABASE_URL"
+
+step "the report's 450-user mocha test (loadtest/)"
+bash loadtest/run-mocha.sh go
+
 step "browser end-to-end (playwright-core + Debian Chromium)"
 bash e2e/browser/run.sh
 

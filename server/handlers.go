@@ -129,7 +129,14 @@ func (s *Server) onRegister(log *slog.Logger, args []any) {
 		ack(fail(publicMessage(err, msgRegisterError)))
 		return
 	}
-	hash, err := bcrypt.GenerateFromPassword([]byte(password), s.cfg.BcryptCost)
+	var hash []byte
+	if busy := s.withBcrypt(func() {
+		hash, err = bcrypt.GenerateFromPassword([]byte(password), s.cfg.BcryptCost)
+	}); busy != nil {
+		log.Warn("register: no bcrypt slot", "err", busy)
+		ack(fail(msgUnavailable))
+		return
+	}
 	if err != nil {
 		log.Error("hashing password", "err", err)
 		ack(fail(msgRegisterError))
@@ -176,7 +183,13 @@ func (s *Server) onLogin(log *slog.Logger, ss *session, args []any) {
 	if len(pw) > maxPasswordBytes {
 		pw = pw[:maxPasswordBytes]
 	}
-	if bcrypt.CompareHashAndPassword(hash, pw) != nil || err != nil {
+	var mismatch error
+	if busy := s.withBcrypt(func() { mismatch = bcrypt.CompareHashAndPassword(hash, pw) }); busy != nil {
+		log.Warn("login: no bcrypt slot", "err", busy)
+		ack(fail(msgUnavailable))
+		return
+	}
+	if mismatch != nil || err != nil {
 		log.Info("login failed", "user", logName(username))
 		ack(fail(msgInvalidLogin))
 		return

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"runtime"
 	"sync"
 	"time"
 
@@ -78,6 +79,13 @@ type Server struct {
 	hub    *hub
 	online *online
 
+	// bcryptSlots bounds how many bcrypt computations run at once (one per
+	// core). A burst of 450 registrations otherwise starts 450 hashes that
+	// share the CPU and all finish late, starving history reads and message
+	// delivery past their deadlines; queued, they finish in order at the
+	// machine's full rate and leave the scheduler room for everything else.
+	bcryptSlots chan struct{}
+
 	// dummyHash is compared against when a login names an unknown user, so
 	// that answering costs the same bcrypt work either way and response
 	// time does not reveal which usernames exist.
@@ -102,13 +110,14 @@ func New(cfg Config, st store.Store, log *slog.Logger) (*Server, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
-		cfg:       cfg,
-		store:     st,
-		log:       log,
-		hub:       newHub(),
-		dummyHash: dummy,
-		ctx:       ctx,
-		cancel:    cancel,
+		cfg:         cfg,
+		store:       st,
+		log:         log,
+		hub:         newHub(),
+		dummyHash:   dummy,
+		bcryptSlots: make(chan struct{}, runtime.GOMAXPROCS(0)),
+		ctx:         ctx,
+		cancel:      cancel,
 	}
 
 	opts := socket.DefaultServerOptions()
@@ -140,6 +149,25 @@ func New(cfg Config, st store.Store, log *slog.Logger) (*Server, error) {
 		s.onConnection(args[0].(*socket.Socket))
 	})
 	return s, nil
+}
+
+// errBusy means a bcrypt slot did not free up in time.
+var errBusy = errors.New("server: too many password checks in progress")
+
+// withBcrypt runs fn in a bcrypt slot, waiting at most 30 s for one.
+func (s *Server) withBcrypt(fn func()) error {
+	t := time.NewTimer(30 * time.Second)
+	defer t.Stop()
+	select {
+	case s.bcryptSlots <- struct{}{}:
+	case <-t.C:
+		return errBusy
+	case <-s.ctx.Done():
+		return s.ctx.Err()
+	}
+	defer func() { <-s.bcryptSlots }()
+	fn()
+	return nil
 }
 
 // Handler returns the HTTP routes: Socket.IO and its client bundle under
