@@ -24,6 +24,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/chatd/chat/bus"
+	"github.com/chatd/chat/bus/pgbus"
 	"github.com/chatd/chat/public"
 	"github.com/chatd/chat/server"
 	"github.com/chatd/chat/store"
@@ -52,6 +54,7 @@ type config struct {
 	pingInterval time.Duration
 	pingTimeout  time.Duration
 	publicDir    string
+	sessionTTL   time.Duration
 	logFormat    string
 	logLevel     string
 }
@@ -74,6 +77,8 @@ func parseFlags(args []string) (config, error) {
 		"Engine.IO heartbeat interval (env PING_INTERVAL)")
 	fs.DurationVar(&c.pingTimeout, "ping-timeout", envDuration("PING_TIMEOUT", 5*time.Second),
 		"how long after a missed heartbeat a peer counts as gone (env PING_TIMEOUT)")
+	fs.DurationVar(&c.sessionTTL, "session-ttl", envDuration("SESSION_TTL", 7*24*time.Hour),
+		"how long a login token lets a client resume without the password (env SESSION_TTL)")
 	fs.StringVar(&c.publicDir, "public-dir", env("PUBLIC_DIR", ""),
 		"serve the browser client from this directory instead of the built-in one (env PUBLIC_DIR)")
 	fs.StringVar(&c.logFormat, "log-format", env("LOG_FORMAT", "text"), "text or json (env LOG_FORMAT)")
@@ -112,6 +117,11 @@ func run(args []string) error {
 			c.Close()
 		}
 	}()
+	var b bus.Bus = bus.Local{}
+	if pg, ok := st.(*postgres.Store); ok {
+		b = pgbus.New(pg.DB(), cfg.databaseURL, log)
+	}
+	defer b.Close()
 
 	var page fs.FS = public.FS
 	if cfg.publicDir != "" {
@@ -128,6 +138,8 @@ func run(args []string) error {
 		MaxHTTPBufferSize: cfg.maxBuffer,
 		PingInterval:      cfg.pingInterval,
 		PingTimeout:       cfg.pingTimeout,
+		SessionTTL:        cfg.sessionTTL,
+		Bus:               b,
 		Public:            page,
 	}, st, log)
 	if err != nil {

@@ -97,13 +97,19 @@ type tclient struct {
 // long-polling is covered by test/compat with the npm clients users run.
 func (e *env) connect(t testing.TB, name, transport string) *tclient {
 	t.Helper()
+	return e.connectAuth(t, name, transport, nil)
+}
+
+// connectAuth connects with a handshake auth payload.
+func (e *env) connectAuth(t testing.TB, name, transport string, auth map[string]any) *tclient {
+	t.Helper()
 	if transport != "websocket" {
 		t.Fatalf("unknown transport %q", transport)
 	}
 	c := &tclient{t: t, name: name, signal: make(chan struct{}, 1)}
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
-	conn, err := sioclient.Dial(ctx, e.url, sioclient.Options{OnEvent: c.record})
+	conn, err := sioclient.Dial(ctx, e.url, sioclient.Options{Auth: auth, OnEvent: c.record})
 	if err != nil {
 		t.Fatalf("%s: %v", name, err)
 	}
@@ -393,3 +399,5 @@ func testTwoTabs(t *testing.T, e *env, tr string) {
 	tab2.conn.Close()
 	watcher.waitEvent("get users", lacksUser(user))
 }
+
+func discardLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"time"
 
+	"github.com/chatd/chat/bus"
 	"github.com/chatd/chat/store"
 	"github.com/zishang520/socket.io/servers/socket/v3"
 	"golang.org/x/crypto/bcrypt"
@@ -18,20 +20,25 @@ import (
 type session struct {
 	mu sync.Mutex
 	// Fields below are guarded by mu.
-	user   string // "" when not logged in
-	closed bool
+	user      string // "" when not logged in
+	tokenHash string // the session token this socket logged in with, if any
+	closed    bool
 }
 
 // bind logs the session in as user, replacing any earlier user, and
 // reports the online-list version to wait for. It fails once closed.
-func (ss *session) bind(o *online, user string) (uint64, bool) {
+func (ss *session) bind(o *online, user, tokenHash string) (uint64, bool) {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	if ss.closed {
 		return 0, false
 	}
+	ss.tokenHash = tokenHash
 	if ss.user == user {
-		return o.current(), true // logging in again as oneself changes nothing
+		// Logging in again as oneself changes no count, but the seed
+		// broadcast the list on every login and clients expect it.
+		o.signal()
+		return o.current(), true
 	}
 	if ss.user != "" {
 		o.remove(ss.user)
@@ -42,18 +49,18 @@ func (ss *session) bind(o *online, user string) (uint64, bool) {
 
 // unbind logs the session out; close also prevents later logins. Both
 // return the user that was logged in, or "".
-func (ss *session) unbind(o *online, close bool) (string, uint64) {
+func (ss *session) unbind(o *online, close bool) (user, tokenHash string) {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	if close {
 		ss.closed = true
 	}
-	user := ss.user
-	ss.user = ""
-	if user == "" {
-		return "", 0
+	user, tokenHash = ss.user, ss.tokenHash
+	ss.user, ss.tokenHash = "", ""
+	if user != "" {
+		o.remove(user)
 	}
-	return user, o.remove(user)
+	return user, tokenHash
 }
 
 func (ss *session) username() string {
@@ -82,6 +89,7 @@ func (s *Server) onConnection(sock *socket.Socket) {
 	sock.On("login", func(args ...any) { s.onLogin(log, ss, args) })
 	sock.On("logout", func(args ...any) { s.onLogout(log, ss, args) })
 	sock.On("send message", func(args ...any) { s.onSend(log, ss, sock, args) })
+	sock.On("load older messages", func(args ...any) { s.onOlder(log, args) })
 	sock.On("disconnect", func(args ...any) {
 		s.hub.leave(c)
 		if user, _ := ss.unbind(s.online, true); user != "" {
@@ -92,6 +100,7 @@ func (s *Server) onConnection(sock *socket.Socket) {
 	// The history is this socket's first queued task, so it runs before
 	// any event handler and `load all messages` is the first event the
 	// client receives.
+	token, _ := authToken(sock.Handshake().Auth)
 	sock.Enqueue(func() {
 		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.StoreTimeout)
 		defer cancel()
@@ -108,7 +117,33 @@ func (s *Server) onConnection(sock *socket.Socket) {
 			last = -1 // unknown: deliver everything that arrives
 		}
 		c.goLive(last)
+		if token != "" {
+			s.resume(ctx, log, ss, sock, token)
+		}
 	})
+}
+
+// resume logs the socket in with the session token from its handshake, so
+// that after a failover or a page reload the user is back without typing a
+// password. The socket learns the outcome from a `session` event.
+func (s *Server) resume(ctx context.Context, log *slog.Logger, ss *session, sock *socket.Socket, token string) {
+	hash := hashToken(token)
+	user, err := s.store.SessionUser(ctx, hash, time.Now())
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		log.Info("session token refused")
+		sock.Emit("session", map[string]any{"username": nil, "message": msgSessionExpired})
+		return
+	case err != nil:
+		log.Error("reading session", "err", err)
+		sock.Emit("session", map[string]any{"username": nil, "message": msgUnavailable, "retry": true})
+		return
+	}
+	if _, bound := ss.bind(s.online, user, hash); !bound {
+		return
+	}
+	log.Info("resumed session", "user", user)
+	sock.Emit("session", map[string]any{"username": user})
 }
 
 func (s *Server) storeCtx() (context.Context, context.CancelFunc) {
@@ -194,7 +229,19 @@ func (s *Server) onLogin(log *slog.Logger, ss *session, args []any) {
 		ack(fail(msgInvalidLogin))
 		return
 	}
-	v, bound := ss.bind(s.online, username)
+	// A fresh deadline: the password check may have queued for a while.
+	sctx, scancel := s.storeCtx()
+	defer scancel()
+	token, tokHash, err := newToken()
+	if err == nil {
+		err = s.store.CreateSession(sctx, store.Session{TokenHash: tokHash, Username: username, Expires: time.Now().Add(s.cfg.SessionTTL)})
+	}
+	if err != nil {
+		// Logging in still works; only resuming after a reconnect won't.
+		log.Error("creating session", "user", username, "err", err)
+		token, tokHash = "", ""
+	}
+	v, bound := ss.bind(s.online, username, tokHash)
 	if !bound {
 		return // the socket left while the password was checked
 	}
@@ -202,15 +249,26 @@ func (s *Server) onLogin(log *slog.Logger, ss *session, args []any) {
 		return
 	}
 	log.Info("logged in", "user", username)
-	ack(ok())
+	if token == "" {
+		ack(ok())
+		return
+	}
+	ack(ok("token", token))
 }
 
 func (s *Server) onLogout(log *slog.Logger, ss *session, args []any) {
 	_, ack := splitAck(args)
-	user, _ := ss.unbind(s.online, false)
+	user, hash := ss.unbind(s.online, false)
 	if user == "" {
 		ack(fail(msgNotLoggedIn))
 		return
+	}
+	if hash != "" {
+		ctx, cancel := s.storeCtx()
+		defer cancel()
+		if err := s.store.DeleteSession(ctx, hash); err != nil {
+			log.Error("revoking session at logout", "user", user, "err", err)
+		}
 	}
 	log.Info("logged out", "user", user)
 	ack(ok())
@@ -241,7 +299,32 @@ func (s *Server) onSend(log *slog.Logger, ss *session, sock *socket.Socket, args
 		return
 	}
 	if created {
+		s.relay.markSeen(m.ID)
 		s.hub.broadcast(m)
+		if err := s.cfg.Bus.Publish(ctx, bus.Event{Kind: bus.KindMessage, ID: m.ID, Origin: s.id}); err != nil {
+			// Other servers' users get it on the bus's next resync.
+			log.Error("announcing message", "id", m.ID, "err", err)
+		}
 	}
 	ack(ok("id", m.ID))
+}
+
+// onOlder answers `load older messages` {before, limit}: the page of history
+// just before what the client shows, oldest first.
+func (s *Server) onOlder(log *slog.Logger, args []any) {
+	args, ack := splitAck(args)
+	before, limit, err := pageArgs(args)
+	if err != nil {
+		ack(fail(publicMessage(err, msgBadPage)))
+		return
+	}
+	ctx, cancel := s.storeCtx()
+	defer cancel()
+	ms, err := s.store.MessagesBefore(ctx, before, limit)
+	if err != nil {
+		log.Error("reading older messages", "err", err)
+		ack(fail(msgUnavailable))
+		return
+	}
+	ack(ok("messages", wireMsgs(ms)))
 }

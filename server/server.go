@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"io/fs"
 	"log/slog"
@@ -10,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/chatd/chat/bus"
 	"github.com/chatd/chat/server/clientjs"
 	"github.com/chatd/chat/store"
 	"github.com/zishang520/socket.io/servers/engine/v3"
@@ -37,6 +40,14 @@ type Config struct {
 	PingInterval, PingTimeout time.Duration
 	// StoreTimeout bounds each store call. Default 5 s.
 	StoreTimeout time.Duration
+	// SessionTTL is how long a login token stays valid. Default 7 days.
+	SessionTTL time.Duration
+	// Bus connects this server to the others sharing its store. Nil means
+	// this server is alone (bus.Local).
+	Bus bus.Bus
+	// ServerID names this process on the bus and in the presence table.
+	// Default: random.
+	ServerID string
 	// Public is the browser client served at /. Nil serves nothing there.
 	Public fs.FS
 }
@@ -63,6 +74,17 @@ func (c *Config) setDefaults() {
 	if c.StoreTimeout == 0 {
 		c.StoreTimeout = 5 * time.Second
 	}
+	if c.SessionTTL == 0 {
+		c.SessionTTL = 7 * 24 * time.Hour
+	}
+	if c.Bus == nil {
+		c.Bus = bus.Local{}
+	}
+	if c.ServerID == "" {
+		var b [6]byte
+		rand.Read(b[:])
+		c.ServerID = hex.EncodeToString(b[:])
+	}
 }
 
 // Server is the chat service. Create it with New, mount Handler, and call
@@ -73,7 +95,9 @@ type Server struct {
 	store store.Store
 	log   *slog.Logger
 
+	id     string // cfg.ServerID
 	io     *socket.Server
+	relay  *relay
 	engine engine.Server
 	gate   *connectGate
 	hub    *hub
@@ -111,6 +135,7 @@ func New(cfg Config, st store.Store, log *slog.Logger) (*Server, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
 		cfg:         cfg,
+		id:          cfg.ServerID,
 		store:       st,
 		log:         log,
 		hub:         newHub(),
@@ -136,9 +161,15 @@ func New(cfg Config, st store.Store, log *slog.Logger) (*Server, error) {
 	s.engine.On("connection", s.gate.attach)
 	s.io.Bind(s.engine)
 
+	presence, _ := st.(store.Presence)
 	s.online = newOnline(func(users []string) {
 		s.io.Sockets().Emit("get users", users)
-	})
+	}, presence, cfg.Bus, s.id, log)
+	s.relay = newRelay(s)
+	if err := cfg.Bus.Subscribe(s.relay); err != nil {
+		cancel()
+		return nil, err
+	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -233,6 +264,7 @@ func (s *Server) Close() {
 			s.log.Warn("socket.io close timed out")
 		}
 		s.wg.Wait()
+		s.online.forget() // after run stopped, so nothing re-adds rows
 	})
 }
 

@@ -1,6 +1,10 @@
 package server
 
 import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"time"
@@ -26,6 +30,8 @@ const (
 	msgMessageNotText  = "Message must be text"
 	msgMessageEmpty    = "Message must not be empty"
 	msgBadClientID     = "Message id must be a string of 1 to 128 characters"
+	msgSessionExpired  = "Session expired, please log in again"
+	msgBadPage         = "Expected {before: message id, limit: 1 to 100}"
 )
 
 // Limits on client input.
@@ -208,4 +214,62 @@ func logName(name string) string {
 		cut--
 	}
 	return fmt.Sprintf("%s…(%d bytes)", name[:cut], len(name))
+}
+
+// newToken returns a fresh session token and the hash under which it is
+// stored. The token is 256 random bits; only its SHA-256 reaches the
+// database, so a leaked table cannot be used to log in.
+func newToken() (token, hash string, err error) {
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", "", err
+	}
+	token = base64.RawURLEncoding.EncodeToString(b[:])
+	return token, hashToken(token), nil
+}
+
+func hashToken(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(sum[:])
+}
+
+// authToken reads the token from a handshake's auth payload. Anything but a
+// string of a plausible size is no token.
+func authToken(auth map[string]any) (string, bool) {
+	t, ok := auth["token"].(string)
+	if !ok || t == "" || len(t) > 256 {
+		return "", false
+	}
+	return t, true
+}
+
+// Paging limits of `load older messages`.
+const (
+	defaultPage = 50
+	maxPage     = 100
+)
+
+// pageArgs reads {before, limit} of `load older messages`. JSON numbers
+// arrive as float64; only whole, positive values are accepted.
+func pageArgs(args []any) (before int64, limit int, err error) {
+	if len(args) == 0 {
+		return 0, 0, inputErr(msgBadPage)
+	}
+	obj, isObj := args[0].(map[string]any)
+	if !isObj {
+		return 0, 0, inputErr(msgBadPage)
+	}
+	b, isNum := obj["before"].(float64)
+	if !isNum || b < 1 || b > 1<<53 || b != float64(int64(b)) {
+		return 0, 0, inputErr(msgBadPage)
+	}
+	limit = defaultPage
+	if raw, has := obj["limit"]; has && raw != nil {
+		l, isNum := raw.(float64)
+		if !isNum || l < 1 || l > maxPage || l != float64(int(l)) {
+			return 0, 0, inputErr(msgBadPage)
+		}
+		limit = int(l)
+	}
+	return int64(b), limit, nil
 }

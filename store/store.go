@@ -72,12 +72,56 @@ type Messages interface {
 	// MessagesBefore returns up to limit messages with ID < before, oldest
 	// first: the page that precedes what a client already shows.
 	MessagesBefore(ctx context.Context, before int64, limit int) ([]Message, error)
+	// MessagesAfter returns up to limit messages with ID > after, oldest
+	// first: what a server missed while its bus connection was down.
+	MessagesAfter(ctx context.Context, after int64, limit int) ([]Message, error)
 }
 
-// Store is everything the chat server needs from a database.
+// Session is a login that a client can resume without the password, by
+// presenting its token. Only the token's hash is stored, so a copy of the
+// database does not let anyone log in.
+type Session struct {
+	TokenHash string
+	Username  string
+	Expires   time.Time
+}
+
+// Sessions stores login sessions.
+type Sessions interface {
+	// CreateSession stores s.
+	CreateSession(ctx context.Context, s Session) error
+	// SessionUser returns the user of the session with tokenHash, or
+	// ErrNotFound when there is none or it expired before now.
+	SessionUser(ctx context.Context, tokenHash string, now time.Time) (string, error)
+	// DeleteSession revokes the session with tokenHash; deleting a
+	// missing session is not an error.
+	DeleteSession(ctx context.Context, tokenHash string) error
+}
+
+// Presence is the cluster-wide online list for stores that several server
+// processes share. Each server records which users have sockets on it and
+// renews a heartbeat; a server that stops renewing (it crashed) drops out of
+// the list without anyone deleting its rows.
+type Presence interface {
+	// AddPresence records that username has a socket on server.
+	AddPresence(ctx context.Context, server, username string) error
+	// RemovePresence records that username has no socket left on server.
+	RemovePresence(ctx context.Context, server, username string) error
+	// Heartbeat renews server's liveness and returns the database's clock.
+	Heartbeat(ctx context.Context, server string) (time.Time, error)
+	// OnlineUsers lists, in order of first login, the users present on any
+	// server whose heartbeat is newer than since (a database time).
+	OnlineUsers(ctx context.Context, since time.Time) ([]string, error)
+	// ForgetServer deletes server's rows, at a clean shutdown.
+	ForgetServer(ctx context.Context, server string) error
+}
+
+// Store is everything the chat server needs from a database. A store that
+// several processes can share also implements Presence.
 type Store interface {
 	Users
 	Messages
+	Sessions
 	// Ping reports whether the database is reachable; /readyz uses it.
 	Ping(ctx context.Context) error
 }

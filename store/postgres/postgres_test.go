@@ -149,3 +149,45 @@ func TestConcurrentStartup(t *testing.T) {
 		}
 	}
 }
+
+func TestPresence(t *testing.T) {
+	s := open(t, testpg.New(t))
+	ctx := context.Background()
+	now, err := s.Heartbeat(ctx, "A")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Heartbeat(ctx, "B"); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range [][2]string{{"A", "ann"}, {"B", "bea"}, {"A", "cid"}, {"B", "ann"}, {"A", "ann"}} {
+		if err := s.AddPresence(ctx, p[0], p[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	since := now.Add(-time.Second)
+	got, err := s.OnlineUsers(ctx, since)
+	if err != nil || strings.Join(got, ",") != "ann,bea,cid" {
+		t.Fatalf("OnlineUsers = %v, %v; want ann,bea,cid once each, in login order", got, err)
+	}
+	// B stops heartbeating: only A's users remain once B is stale.
+	later, _ := s.Heartbeat(ctx, "A")
+	got, _ = s.OnlineUsers(ctx, later.Add(-time.Millisecond))
+	if strings.Join(got, ",") != "ann,cid" {
+		t.Errorf("with B stale OnlineUsers = %v, want ann,cid", got)
+	}
+	if err := s.RemovePresence(ctx, "A", "ann"); err != nil {
+		t.Fatal(err)
+	}
+	got, _ = s.OnlineUsers(ctx, since)
+	if strings.Join(got, ",") != "bea,cid,ann" && strings.Join(got, ",") != "ann,bea,cid" {
+		t.Errorf("after ann left A: %v (ann is still on B)", got)
+	}
+	if err := s.ForgetServer(ctx, "B"); err != nil {
+		t.Fatal(err)
+	}
+	got, _ = s.OnlineUsers(ctx, since)
+	if strings.Join(got, ",") != "cid" {
+		t.Errorf("after B forgotten and ann gone from A: %v, want cid", got)
+	}
+}

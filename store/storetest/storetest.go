@@ -37,6 +37,8 @@ func Run(t *testing.T, newStore NewFunc) {
 		{"ClientIDPerUser", testClientIDPerUser},
 		{"ConcurrentMessages", testConcurrentMessages},
 		{"UnicodeAndLargeContent", testUnicode},
+		{"MessagesAfter", testMessagesAfter},
+		{"Sessions", testSessions},
 		{"Ping", testPing},
 		{"CanceledContext", testCanceledContext},
 	}
@@ -365,5 +367,63 @@ func testCanceledContext(t *testing.T, s store.Store) {
 	}
 	if _, err := s.User(ctx(t), "late"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("user from a canceled CreateUser exists: %v", err)
+	}
+}
+
+func testMessagesAfter(t *testing.T, s store.Store) {
+	c := ctx(t)
+	all := addN(t, s, 5)
+	tests := []struct {
+		name  string
+		after int64
+		limit int
+		want  string
+	}{
+		{"from the start", 0, 10, "[m0 m1 m2 m3 m4]"},
+		{"limited, oldest first", all[0].ID, 2, "[m1 m2]"},
+		{"nothing newer", all[4].ID, 10, "[]"},
+		{"zero limit", 0, 0, "[]"},
+	}
+	for _, tt := range tests {
+		got, err := s.MessagesAfter(c, tt.after, tt.limit)
+		if err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		if g := fmt.Sprint(contents(got)); g != tt.want || got == nil {
+			t.Errorf("%s: MessagesAfter(%d, %d) = %s, want %s", tt.name, tt.after, tt.limit, g, tt.want)
+		}
+	}
+}
+
+func testSessions(t *testing.T, s store.Store) {
+	c := ctx(t)
+	now := time.Now()
+	live := store.Session{TokenHash: "h-live", Username: "alice", Expires: now.Add(time.Hour)}
+	old := store.Session{TokenHash: "h-old", Username: "bob", Expires: now.Add(-time.Second)}
+	for _, sess := range []store.Session{live, old} {
+		if err := s.CreateSession(c, sess); err != nil {
+			t.Fatalf("CreateSession(%s): %v", sess.TokenHash, err)
+		}
+	}
+	if u, err := s.SessionUser(c, "h-live", now); err != nil || u != "alice" {
+		t.Errorf("SessionUser(live) = %q, %v; want alice", u, err)
+	}
+	if _, err := s.SessionUser(c, "h-old", now); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("SessionUser(expired) error = %v, want ErrNotFound", err)
+	}
+	if _, err := s.SessionUser(c, "h-live", now.Add(2*time.Hour)); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("SessionUser after expiry error = %v, want ErrNotFound", err)
+	}
+	if _, err := s.SessionUser(c, "nope", now); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("SessionUser(unknown) error = %v, want ErrNotFound", err)
+	}
+	if err := s.DeleteSession(c, "h-live"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.SessionUser(c, "h-live", now); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("SessionUser after delete error = %v, want ErrNotFound", err)
+	}
+	if err := s.DeleteSession(c, "h-live"); err != nil {
+		t.Errorf("deleting a deleted session: %v", err)
 	}
 }

@@ -1,0 +1,64 @@
+// Package bus carries what one chat server must tell the others that share
+// its database: a message was stored, the online list changed. Each server
+// then delivers to its own sockets.
+//
+// Events are small notices, not the data: a receiver reads the message row
+// from the database, which stays the single source of truth. So the bus may
+// drop notices while it reconnects; it then calls Resync and the server
+// catches up from the database.
+package bus
+
+import "context"
+
+// Kinds of events.
+const (
+	// KindMessage: message ID was committed.
+	KindMessage = "message"
+	// KindPresence: a server's online users changed.
+	KindPresence = "presence"
+)
+
+// Event is one notice between servers.
+type Event struct {
+	Kind string `json:"k"`
+	// ID is the message id of a KindMessage event.
+	ID int64 `json:"id,omitempty"`
+	// Origin is the publishing server's id, so it can skip its own events.
+	Origin string `json:"o"`
+}
+
+// Handler receives events from the bus, one call at a time.
+type Handler interface {
+	// HandleEvent is called for every event published, by any server,
+	// this one included.
+	HandleEvent(Event)
+	// Resync is called after the bus reconnected: events may have been
+	// missed, so the server should catch up from the database.
+	Resync()
+}
+
+// Bus is a publish/subscribe channel between servers.
+type Bus interface {
+	// Publish sends e to every subscribed server.
+	Publish(ctx context.Context, e Event) error
+	// Subscribe starts delivering events to h until Close. It is called
+	// at most once.
+	Subscribe(h Handler) error
+	// Close stops delivery and releases the connection.
+	Close() error
+}
+
+// Local is the bus of a single server (the embedded store): there is no one
+// to tell, so it does nothing.
+type Local struct{}
+
+var _ Bus = Local{}
+
+// Publish implements Bus.
+func (Local) Publish(context.Context, Event) error { return nil }
+
+// Subscribe implements Bus.
+func (Local) Subscribe(Handler) error { return nil }
+
+// Close implements Bus.
+func (Local) Close() error { return nil }
