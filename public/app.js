@@ -1,14 +1,25 @@
-// app.js: behaviour of the chat page. It speaks only the socket.io events of
+// app.js: behaviour of the chat page. It speaks the socket.io events of
 // PROTOCOL.md (register, login, logout, send message; load all messages,
-// get users, new message, reload), so it runs unchanged against the original
-// Node server too. User text is always inserted as text, never as HTML.
+// get users, new message, reload) and uses the Go server's extensions
+// (README "Extensions") when they are there: the session token of the login
+// ack, the `session` event, message ids, the `send message` ack with a client
+// id, and `load older messages`. Against the original Node server, which has
+// none of them, it falls back to the seed's behaviour. User text is always
+// inserted as text, never as HTML.
 (function () {
   'use strict';
 
-  var MAX_LEN = 2000;          // the server's limit for one message
-  var COUNTER_FROM = 1800;     // show the character counter from here on
-  var ACK_TIMEOUT_MS = 10000;  // give up waiting for an acknowledgement
-  var NEAR_BOTTOM_PX = 48;     // "at the bottom" tolerance for auto-scroll
+  var MAX_LEN = 2000;            // the server's limit for one message
+  var COUNTER_FROM = 1800;       // show the character counter from here on
+  var ACK_TIMEOUT_MS = 10000;    // give up waiting for an acknowledgement
+  var OLDER_TIMEOUT_MS = 8000;   // give up waiting for a page of older messages
+  var OLDER_LIMIT = 50;          // messages per page of older history
+  var SESSION_WAIT_MS = 5000;    // a stored token with no `session` answer: not supported
+  var NEAR_BOTTOM_PX = 48;       // "at the bottom" tolerance for auto-scroll
+  var NEAR_TOP_PX = 40;          // "at the top": time to load older messages
+  var SESSION_KEY = 'chat.session'; // {username, token}
+  var OUTBOX_KEY = 'chat.outbox';   // {clientId: {cid, text, user, after, failed}}
+  var NOT_LOGGED_IN = 'Not logged in';
 
   var $ = function (id) { return document.getElementById(id); };
   var ui = {
@@ -19,25 +30,79 @@
     chat: $('chat'), me: $('me-name'), logout: $('logout'), usersToggle: $('users-toggle'),
     users: $('users'), messages: $('messages'), empty: $('empty'), jump: $('jump'),
     composer: $('composer'), text: $('text'), counter: $('counter'), send: $('send'),
-    sendError: $('send-error')
+    failed: $('failed'), hint: $('hint')
   };
 
   var state = {
     mode: 'login',     // which form the card shows: 'login' or 'register'
-    me: null,          // our username while logged in
-    creds: null,       // kept in memory only, to log back in after a reconnect
+    me: null,          // our username while the chat is shown
+    token: null,       // session token (Go server); null against the Node server
+    authed: false,     // this connection is logged in (login ack or `session`)
     connected: false,
-    relogging: false,  // a silent re-login after a reconnect is in flight
-    draft: '',         // last text sent; restored if the server refused it
-    messages: [],
+    conn: 0,           // counts connections; an outbox entry remembers where it was sent
+    sessionTimer: null,
+    list: [],          // shown messages [{m, li, local}], sorted by id when they have one
+    byId: {},          // id -> item of `list`
+    outbox: [],        // this user's unconfirmed messages, oldest first
     users: [],         // the last `get users` list
     lastName: '',      // prefilled on the card after a logout or sign-out
-    seenIds: {},       // message ids already shown (extension field `id`)
     stuck: true,       // the message list follows new messages
-    unread: 0
+    unread: 0,
+    older: { loading: false, exhausted: false, unsupported: false, answered: false, timer: null, retryAt: 0 }
   };
 
-  var socket = io();
+  // ---------- local storage (may be unavailable: private modes, quotas) ----------
+
+  function readJSON(key) {
+    try { return JSON.parse(localStorage.getItem(key) || 'null'); } catch (e) { return null; }
+  }
+  function writeJSON(key, value) {
+    try {
+      if (value == null) localStorage.removeItem(key);
+      else localStorage.setItem(key, JSON.stringify(value));
+    } catch (e) { /* the page still works, only without persistence */ }
+  }
+
+  function storedSession() {
+    var s = readJSON(SESSION_KEY);
+    return s && typeof s.username === 'string' && typeof s.token === 'string' && s.token ? s : null;
+  }
+
+  // The outbox in storage is shared by every tab of this origin: read, change
+  // one entry, write back, so that one tab never drops another's entries.
+  function storeEntry(e) {
+    var all = readJSON(OUTBOX_KEY) || {};
+    all[e.cid] = { cid: e.cid, text: e.text, user: e.user, after: e.after, failed: e.failed || null, at: e.at };
+    writeJSON(OUTBOX_KEY, all);
+  }
+  function unstoreEntry(cid) {
+    var all = readJSON(OUTBOX_KEY) || {};
+    if (!all[cid]) return;
+    delete all[cid];
+    writeJSON(OUTBOX_KEY, Object.keys(all).length ? all : null);
+  }
+  function storedEntries(user) {
+    var all = readJSON(OUTBOX_KEY) || {};
+    return Object.keys(all).map(function (k) { return all[k]; })
+      .filter(function (e) { return e && e.user === user && typeof e.text === 'string' && e.cid; })
+      .sort(function (a, b) { return (a.at || 0) - (b.at || 0); });
+  }
+
+  // clientId: crypto.randomUUID exists only in secure contexts (https,
+  // localhost); a page served over plain http builds the same shape itself.
+  function clientId() {
+    if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
+    var b = new Uint8Array(16);
+    crypto.getRandomValues(b);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    var h = Array.prototype.map.call(b, function (x) { return (x + 0x100).toString(16).slice(1); }).join('');
+    return h.slice(0, 8) + '-' + h.slice(8, 12) + '-' + h.slice(12, 16) + '-' + h.slice(16, 20) + '-' + h.slice(20);
+  }
+
+  // The token is read at every (re)connection, so a login or logout in
+  // between is what the next handshake carries. The Node server ignores it.
+  var socket = io({ auth: function (cb) { cb(state.token ? { token: state.token } : {}); } });
 
   // ---------- acknowledgements ----------
 
@@ -88,6 +153,7 @@
   function onAuthSubmit(e) {
     e.preventDefault();
     if (ui.submit.disabled) return;
+    // The password lives only in this call: it is dropped when login answers.
     var creds = { username: ui.username.value, password: ui.password.value };
     if (!creds.username.trim()) { showError('Please enter a username.'); ui.username.focus(); return; }
     if (!creds.password) { showError('Please enter a password.'); ui.password.focus(); return; }
@@ -101,54 +167,81 @@
       if (res) setMode('login'); // the account exists now: a retry should log in
       return ask('login', creds);
     }).then(function (res) {
+      var name = creds.username;
+      creds = null;
       setBusy(false);
-      if (res.success) enterChat(creds);
-      else { showError(res.message || 'Something went wrong.'); ui.password.select(); }
+      if (res.success) {
+        ui.password.value = '';
+        // The Go server answers with a session token; the Node server does not.
+        state.token = typeof res.token === 'string' && res.token ? res.token : null;
+        writeJSON(SESSION_KEY, state.token ? { username: name, token: state.token } : null);
+        state.authed = true;
+        enterChat(name);
+      } else {
+        showError(res.message || 'Something went wrong.');
+        ui.password.select();
+      }
     });
   }
 
   // ---------- screens ----------
 
-  function enterChat(creds) {
-    state.me = creds.username;
-    state.creds = creds;
-    ui.me.textContent = creds.username;
-    ui.password.value = '';
+  function enterChat(username) {
+    var again = state.me === username;
+    state.me = username;
+    ui.me.textContent = username;
     ui.auth.hidden = true;
     ui.chat.hidden = false;
-    renderMessages();
-    renderUsers(state.users);
-    if (state.draft && !ui.text.value) ui.text.value = state.draft;
+    showNotice('');
+    if (!again) {
+      rerenderMessages(); // "mine" depends on who we are
+      loadOutbox();
+      renderUsers(state.users);
+      scrollToBottom();
+      ui.text.focus();
+    }
+    flushOutbox();
     updateComposer();
-    scrollToBottom();
-    ui.text.focus();
+    fillViewport();
   }
 
   function leaveChat(notice) {
+    if (state.me) state.lastName = state.me;
     state.me = null;
-    state.creds = null;
-    state.relogging = false;
+    state.authed = false;
+    clearOutboxView();
     ui.chat.hidden = true;
     ui.auth.hidden = false;
     ui.chat.classList.remove('show-users');
     ui.usersToggle.setAttribute('aria-expanded', 'false');
-    ui.sendError.textContent = '';
     setMode('login');
     if (state.lastName) ui.username.value = state.lastName;
     showNotice(notice || '');
     (ui.username.value ? ui.password : ui.username).focus();
   }
 
+  function forgetSession() {
+    state.token = null;
+    writeJSON(SESSION_KEY, null);
+  }
+
   function onLogout() {
     ui.logout.disabled = true;
-    state.lastName = state.me || '';
-    ask('logout').then(function () {
-      // Whatever the answer, the socket is no longer ours to speak for.
+    var done = function () {
       ui.logout.disabled = false;
-      state.draft = '';
-      ui.text.value = ''; // the next person on this page starts clean
+      // Logging out ends this user's presence in this browser: the stored
+      // session and any unsent messages go, and the next person starts clean.
+      forgetSession();
+      storedEntries(state.me).forEach(function (e) { unstoreEntry(e.cid); });
+      state.outbox.slice().forEach(function (e) { dropEntry(e); });
+      ui.text.value = '';
       leaveChat('You have been logged out.');
-    });
+      updateComposer();
+    };
+    // Offline there is nobody to tell; a queued logout would only confuse
+    // the next connection.
+    if (state.connected) ask('logout').then(done);
+    else done();
   }
 
   // ---------- messages ----------
@@ -175,21 +268,29 @@
     return n;
   }
 
-  function messageNode(m) {
+  function messageNode(m, pending) {
     var user = String(m.user == null ? '' : m.user);
-    var li = node('li', 'msg' + (user === state.me ? ' mine' : ''));
+    var li = node('li', 'msg' + (user === state.me ? ' mine' : '') + (pending ? ' pending' : ''));
+    if (m.id != null) li.dataset.id = String(m.id);
     var avatar = node('span', 'avatar', (user.trim()[0] || '?').toUpperCase());
     avatar.setAttribute('aria-hidden', 'true');
     avatar.style.setProperty('--hue', hue(user));
     var body = node('div', 'bubble');
     var meta = node('div', 'meta');
     meta.appendChild(node('span', 'author', user));
-    var when = m.time ? formatTime(m.time) : null;
-    if (when) {
-      var t = node('time', 'time', when);
-      t.dateTime = m.time;
-      t.title = new Date(m.time).toLocaleString();
-      meta.appendChild(t);
+    if (pending) {
+      var clock = node('span', 'clock');
+      clock.title = 'Waiting to be sent';
+      clock.appendChild(node('span', 'sr-only', 'not sent yet'));
+      meta.appendChild(clock);
+    } else {
+      var when = m.time ? formatTime(m.time) : null;
+      if (when) {
+        var t = node('time', 'time', when);
+        t.dateTime = m.time;
+        t.title = new Date(m.time).toLocaleString();
+        meta.appendChild(t);
+      }
     }
     body.appendChild(meta);
     body.appendChild(node('div', 'text', String(m.msg == null ? '' : m.msg)));
@@ -198,32 +299,105 @@
     return li;
   }
 
-  function renderMessages() {
-    var frag = document.createDocumentFragment();
-    state.messages.forEach(function (m) { frag.appendChild(messageNode(m)); });
-    ui.messages.replaceChildren(frag);
-    ui.empty.hidden = state.messages.length > 0;
+  // The list is: [history row] real messages by id … [pending messages].
+  var historyRow = node('li', 'history-row');
+  historyRow.hidden = true;
+  ui.messages.appendChild(historyRow);
+
+  function firstPendingNode() { return ui.messages.querySelector('.msg.pending'); }
+
+  function maxId() {
+    for (var i = state.list.length - 1; i >= 0; i--) if (state.list[i].m.id != null) return state.list[i].m.id;
+    return 0;
+  }
+  function minId() { return state.list.length && state.list[0].m.id != null ? state.list[0].m.id : null; }
+
+  function validMessage(m) { return m && typeof m === 'object'; }
+  function hasId(m) { return typeof m.id === 'number' && isFinite(m.id); }
+
+  // insertMessage puts a real message in its place by id (or at the end when
+  // it has none, as from the Node server) unless that id is already shown;
+  // returns the new item or null. `how`: 'local' for our own message shown
+  // from its ack, 'history' for a message of a history page.
+  function insertMessage(m, how) {
+    var local = how === 'local';
+    if (hasId(m)) {
+      var old = state.byId[m.id];
+      if (old) {
+        // Our own message, shown from its ack: take the server's copy (time).
+        if (old.local && !local) {
+          var fresh = messageNode(m);
+          old.li.replaceWith(fresh);
+          old.li = fresh;
+          old.m = m;
+          old.local = false;
+        }
+        return null;
+      }
+    }
+    // Without ids an old message of the history cannot be told from the
+    // echo of a pending one: only `new message` settles those.
+    if (!local && (hasId(m) || how !== 'history')) claimPending(m);
+    var item = { m: m, li: messageNode(m), local: !!local };
+    var at = state.list.length;
+    if (hasId(m)) {
+      // Most messages are the newest: search from the end.
+      while (at > 0 && !(hasId(state.list[at - 1].m) && state.list[at - 1].m.id < m.id)) at--;
+      if (at === 0 && state.list.length && !hasId(state.list[0].m)) at = state.list.length;
+      state.byId[m.id] = item;
+    }
+    var next = at < state.list.length ? state.list[at].li : firstPendingNode();
+    ui.messages.insertBefore(item.li, next);
+    state.list.splice(at, 0, item);
+    ui.empty.hidden = true;
+    return item;
+  }
+
+  function clearMessages() {
+    state.list.forEach(function (it) { it.li.remove(); });
+    state.list = [];
+    state.byId = {};
+    state.older.exhausted = false;
+    showHistoryRow(null);
+  }
+
+  function rerenderMessages() {
+    state.list.forEach(function (it) {
+      var fresh = messageNode(it.m);
+      it.li.replaceWith(fresh);
+      it.li = fresh;
+    });
+    ui.empty.hidden = state.list.length > 0 || state.outbox.length > 0;
   }
 
   function onLoadAll(list) {
-    state.messages = Array.isArray(list) ? list.slice() : [];
-    state.seenIds = {};
-    state.messages.forEach(function (m) { if (m && m.id != null) state.seenIds[m.id] = true; });
-    renderMessages();
-    scrollToBottom();
+    list = Array.isArray(list) ? list.filter(validMessage) : [];
+    var withIds = list.length > 0 && list.every(hasId);
+    var hadMax = maxId();
+    var hadAny = state.list.length > 0;
+    // An empty history (a fresh backup, or the Node server still reading its
+    // table) takes nothing away from the screen.
+    if (list.length && (!withIds || state.list.some(function (it) { return !hasId(it.m); }))) {
+      // Without ids (the Node server) the history replaces what is shown.
+      clearMessages();
+      hadMax = 0;
+      hadAny = false;
+    }
+    var added = 0;
+    list.forEach(function (m) { if (insertMessage(m, 'history')) added++; });
+    ui.empty.hidden = state.list.length > 0 || state.outbox.length > 0;
+    // Missed more than one history's worth while away: fetch the gap.
+    if (withIds && hadAny && hadMax && list[0].id > hadMax) fillGap(list[0].id, hadMax, 0);
+    if (!hadAny || state.stuck) scrollToBottom();
+    else if (added) ui.jump.hidden = false;
+    if (state.me && state.token && !state.authed) waitForSession();
+    fillViewport();
   }
 
   function onNewMessage(m) {
-    if (!m || typeof m !== 'object') return;
-    if (m.id != null) {
-      if (state.seenIds[m.id]) return;
-      state.seenIds[m.id] = true;
-    }
+    if (!validMessage(m)) return;
     var follow = state.stuck || m.user === state.me;
-    state.messages.push(m);
-    ui.messages.appendChild(messageNode(m));
-    ui.empty.hidden = true;
-    if (m.user === state.me) state.draft = '';
+    if (!insertMessage(m)) return;
     if (follow) scrollToBottom();
     else ui.jump.hidden = false;
     if (document.hidden && m.user !== state.me) setUnread(state.unread + 1);
@@ -232,6 +406,88 @@
   function setUnread(n) {
     state.unread = n;
     document.title = n ? '(' + n + ') Chat' : 'Chat';
+  }
+
+  // ---------- older history ----------
+
+  function showHistoryRow(kind) {
+    historyRow.hidden = !kind;
+    historyRow.dataset.kind = kind || '';
+    historyRow.textContent = kind === 'loading' ? 'Loading older messages…' : kind === 'start' ? 'Beginning of history' : '';
+  }
+
+  // loadOlder asks for the page before the oldest message shown, if the
+  // server has the extension; one request at a time.
+  function loadOlder() {
+    var o = state.older;
+    var before = minId();
+    if (o.loading || o.exhausted || o.unsupported || before == null || !state.connected || !state.me) return;
+    if (Date.now() < o.retryAt) return;
+    o.loading = true;
+    showHistoryRow('loading');
+    var conn = state.conn;
+    var finish = function (res) {
+      if (res && !o.answered) { o.answered = true; o.unsupported = false; } // late, but it answers
+      if (!o.loading || conn !== state.conn) return;
+      clearTimeout(o.timer);
+      o.loading = false;
+      if (!res) {
+        // No answer: a server without `load older messages` (the Node one)
+        // never answers. Give up for good unless this server answered before.
+        if (!o.answered && state.connected && conn === state.conn) o.unsupported = true;
+        o.retryAt = Date.now() + 5000;
+        showHistoryRow(null);
+        return;
+      }
+      o.answered = true;
+      if (!res.success || !Array.isArray(res.messages)) {
+        o.retryAt = Date.now() + 3000;
+        showHistoryRow(null);
+        return;
+      }
+      var msgs = res.messages.filter(function (m) { return validMessage(m) && hasId(m); });
+      if (!msgs.length) {
+        o.exhausted = true;
+        showHistoryRow('start');
+        return;
+      }
+      showHistoryRow(null);
+      prependKeepingView(msgs);
+      fillViewport();
+    };
+    o.timer = setTimeout(function () { finish(null); }, OLDER_TIMEOUT_MS);
+    socket.emit('load older messages', { before: before, limit: OLDER_LIMIT }, finish);
+  }
+
+  // prependKeepingView adds older messages above what the user is reading
+  // without moving it on screen.
+  function prependKeepingView(msgs) {
+    var box = ui.messages;
+    var fromBottom = box.scrollHeight - box.scrollTop;
+    msgs.forEach(function (m) { insertMessage(m, 'history'); });
+    box.scrollTop = box.scrollHeight - fromBottom;
+  }
+
+  // fillGap pages back from `before` until it meets `known` (the newest id
+  // shown before the reconnection), at most 20 pages.
+  function fillGap(before, known, depth) {
+    if (depth >= 20 || state.older.unsupported) return;
+    socket.emit('load older messages', { before: before, limit: 100 }, function (res) {
+      if (!res || !res.success || !Array.isArray(res.messages) || !res.messages.length) return;
+      var msgs = res.messages.filter(function (m) { return validMessage(m) && hasId(m); });
+      var stuck = state.stuck;
+      msgs.forEach(function (m) { insertMessage(m, 'history'); });
+      if (stuck) scrollToBottom();
+      if (msgs.length && msgs[0].id > known) fillGap(msgs[0].id, known, depth + 1);
+    });
+  }
+
+  // fillViewport loads older messages while the list is too short to scroll
+  // (scroll events never come then).
+  function fillViewport() {
+    if (ui.chat.hidden) return;
+    var box = ui.messages;
+    if (box.scrollHeight <= box.clientHeight + NEAR_TOP_PX) loadOlder();
   }
 
   // ---------- scrolling ----------
@@ -250,11 +506,188 @@
   function onScroll() {
     state.stuck = atBottom();
     if (state.stuck) ui.jump.hidden = true;
+    if (ui.messages.scrollTop <= NEAR_TOP_PX) loadOlder();
   }
 
   // When the list gets shorter (a phone keyboard opens, the window shrinks),
   // keep the newest message in view if the user was reading it.
   function onResize() { if (state.stuck) scrollToBottom(); }
+
+  // ---------- outbox ----------
+  // Every message is first an outbox entry {cid, text, user, after, failed}:
+  // shown at once as pending, kept in localStorage, sent whenever this
+  // connection is logged in, and again after every reconnection with the
+  // same client id (the server stores it once). It leaves the outbox when
+  // the server acknowledges it, or, against the Node server (no ack), when
+  // its `new message` comes back.
+
+  function canFlush() {
+    // Without a token (Node server) a new connection is logged out; sending
+    // anyway gets `reload`, the seed's way back to the sign-in card.
+    return state.connected && !!state.me && (state.authed || !state.token);
+  }
+
+  function loadOutbox() {
+    clearOutboxView();
+    state.outbox = storedEntries(state.me).map(function (e) {
+      return { cid: e.cid, text: e.text, user: e.user, after: e.after || 0, failed: e.failed || null, at: e.at || 0, sentOn: 0, li: null, claimed: null };
+    });
+    state.outbox.forEach(function (e) {
+      // Already in the history (an earlier ack got lost)? Then it is shown.
+      for (var i = state.list.length - 1; i >= 0 && !e.claimed && !e.failed; i--) {
+        var m = state.list[i].m;
+        if (!hasId(m) || m.id <= e.after) break; // without ids no way to tell
+        if (m.user === e.user && m.msg === e.text && !isClaimed(m.id)) e.claimed = m.id;
+      }
+      if (!e.claimed && !e.failed) showPending(e);
+    });
+    renderFailed();
+  }
+
+  function clearOutboxView() {
+    state.outbox.forEach(function (e) { if (e.li) { e.li.remove(); e.li = null; } });
+    state.outbox = [];
+    renderFailed();
+  }
+
+  function isClaimed(id) {
+    return state.outbox.some(function (e) { return e.claimed === id; });
+  }
+
+  function showPending(e) {
+    if (e.li) e.li.remove();
+    e.li = messageNode({ msg: e.text, user: e.user }, true);
+    e.li.dataset.cid = e.cid;
+    ui.messages.appendChild(e.li);
+    ui.empty.hidden = true;
+  }
+
+  function hidePending(e) {
+    if (e.li) { e.li.remove(); e.li = null; }
+  }
+
+  function dropEntry(e) {
+    hidePending(e);
+    var i = state.outbox.indexOf(e);
+    if (i >= 0) state.outbox.splice(i, 1);
+    unstoreEntry(e.cid);
+  }
+
+  function sendMessage() {
+    var text = ui.text.value;
+    if (!text.trim() || !state.me) return;
+    var e = { cid: clientId(), text: text, user: state.me, after: maxId(), failed: null, at: Date.now(), sentOn: 0, li: null, claimed: null };
+    state.outbox.push(e);
+    storeEntry(e);
+    showPending(e);
+    ui.text.value = '';
+    updateComposer();
+    scrollToBottom();
+    ui.text.focus();
+    if (canFlush()) sendEntry(e);
+  }
+
+  function sendEntry(e) {
+    e.sentOn = state.conn;
+    var conn = state.conn;
+    socket.emit('send message', e.text, { id: e.cid }, function (res) { onSendAck(e, res, conn); });
+  }
+
+  function flushOutbox() {
+    if (!canFlush()) return;
+    state.outbox.forEach(function (e) {
+      if (!e.failed && e.sentOn !== state.conn) sendEntry(e);
+    });
+  }
+
+  function onSendAck(e, res, conn) {
+    if (state.outbox.indexOf(e) < 0 || !res || typeof res !== 'object') return;
+    if (res.success) {
+      var id = res.id;
+      dropEntry(e);
+      if (hasId({ id: id }) && !state.byId[id]) {
+        // Shown now from the ack; the broadcast, when it comes, adds the time.
+        var follow = state.stuck;
+        insertMessage({ msg: e.text, user: e.user, id: id, time: new Date().toISOString() }, 'local');
+        if (follow) scrollToBottom();
+      }
+      return;
+    }
+    // Refused because this connection is not logged in: `reload` came
+    // first and the entry waits for the next login.
+    if (res.message === NOT_LOGGED_IN || !state.me || conn !== state.conn || !state.authed) {
+      e.sentOn = 0;
+      return;
+    }
+    e.failed = String(res.message || 'The message could not be sent.');
+    storeEntry(e);
+    hidePending(e);
+    renderFailed();
+  }
+
+  // claimPending is called for each real message before it is shown: our
+  // own pending copy of it disappears, so it is never shown twice. Matched
+  // on text and author among messages newer than the entry's creation; the
+  // ack, when it comes, settles it by id.
+  function claimPending(m) {
+    if (!state.me || m.user !== state.me) return;
+    if (hasId(m) && isClaimed(m.id)) return;
+    for (var i = 0; i < state.outbox.length; i++) {
+      var e = state.outbox[i];
+      if (e.failed || e.claimed || e.text !== m.msg) continue;
+      if (hasId(m) && m.id <= e.after) continue;
+      if (!hasId(m)) { dropEntry(e); return; } // Node server: the echo is all we get
+      e.claimed = m.id;
+      hidePending(e);
+      return;
+    }
+  }
+
+  function renderFailed() {
+    var frag = document.createDocumentFragment();
+    state.outbox.forEach(function (e) {
+      if (!e.failed) return;
+      var li = node('li', 'failed-item');
+      li.dataset.cid = e.cid;
+      var body = node('div', 'failed-body');
+      body.appendChild(node('span', 'failed-reason', 'Not sent: ' + e.failed));
+      body.appendChild(node('span', 'failed-text', e.text));
+      li.appendChild(body);
+      [['Retry', retryEntry], ['Edit', editEntry], ['Discard', dropFailed]].forEach(function (b) {
+        var btn = node('button', 'link', b[0]);
+        btn.type = 'button';
+        btn.dataset.action = b[0].toLowerCase();
+        btn.addEventListener('click', function () { b[1](e); });
+        li.appendChild(btn);
+      });
+      frag.appendChild(li);
+    });
+    ui.failed.replaceChildren(frag);
+    ui.failed.hidden = !ui.failed.children.length;
+  }
+
+  function retryEntry(e) {
+    e.failed = null;
+    e.sentOn = 0;
+    storeEntry(e);
+    showPending(e);
+    renderFailed();
+    scrollToBottom();
+    if (canFlush()) sendEntry(e);
+  }
+
+  function editEntry(e) {
+    ui.text.value = ui.text.value ? ui.text.value + '\n' + e.text : e.text;
+    dropFailed(e);
+    updateComposer();
+    ui.text.focus();
+  }
+
+  function dropFailed(e) {
+    dropEntry(e);
+    renderFailed();
+    ui.text.focus();
+  }
 
   // ---------- online users ----------
 
@@ -288,44 +721,23 @@
 
   // ---------- composer ----------
 
-  function canSend() { return state.connected && !!state.me && !state.relogging; }
-
   function updateComposer() {
     var len = ui.text.value.length;
     ui.counter.hidden = len < COUNTER_FROM;
     ui.counter.textContent = len + ' / ' + MAX_LEN;
     ui.counter.classList.toggle('over', len >= MAX_LEN);
-    ui.send.disabled = !canSend() || !ui.text.value.trim();
-    ui.text.placeholder = canSend() ? 'Message #general' : 'Waiting for the connection…';
+    // Usable while disconnected: what is sent waits in the outbox.
+    ui.send.disabled = !state.me || !ui.text.value.trim();
+    var live = canFlush();
+    ui.hint.textContent = live ? 'Enter to send · Shift+Enter for a new line'
+      : 'Not connected: messages wait here and go out when the connection is back';
+    ui.hint.classList.toggle('waiting', !live);
     autosize();
   }
 
   function autosize() {
     ui.text.style.height = 'auto';
     ui.text.style.height = Math.min(ui.text.scrollHeight, 180) + 'px';
-  }
-
-  function sendMessage() {
-    var text = ui.text.value;
-    if (!text.trim() || !canSend()) return;
-    // The acknowledgement is an extension of the Go server; the Node server
-    // never calls it, which is harmless.
-    socket.emit('send message', text, function (res) {
-      if (res && res.success === false) onSendRefused(res.message, text);
-    });
-    state.draft = text;
-    ui.sendError.textContent = '';
-    ui.text.value = '';
-    updateComposer();
-    ui.text.focus();
-  }
-
-  // onSendRefused shows why the server did not take a message and puts the
-  // text back so that nothing typed is lost.
-  function onSendRefused(message, text) {
-    if (!state.me) return;
-    ui.sendError.textContent = message || 'The message could not be sent.';
-    if (!ui.text.value) { ui.text.value = text; updateComposer(); }
   }
 
   function onComposerKey(e) {
@@ -337,35 +749,64 @@
 
   // ---------- connection ----------
 
-  var STATUS_TEXT = { connecting: 'Connecting…', connected: 'Connected', reconnecting: 'Reconnecting…', offline: 'Offline' };
-
-  function setStatus(s) {
+  function setStatus(s, attempt) {
+    var text = s === 'connected' ? 'Connected'
+      : s === 'reconnecting' ? (attempt ? 'Reconnecting (attempt ' + attempt + ')…' : 'Reconnecting…')
+      : s === 'offline' ? 'Offline' : 'Connecting…';
     document.querySelectorAll('.status').forEach(function (n) {
       n.dataset.state = s;
-      n.textContent = STATUS_TEXT[s];
+      n.textContent = text;
     });
   }
 
   function onConnect() {
     state.connected = true;
+    state.conn++;
+    // A new connection starts logged out; with a token the server logs it
+    // in and says so with `session` (see onSession).
+    state.authed = false;
+    clearTimeout(state.sessionTimer);
+    clearTimeout(state.older.timer);
+    state.older.loading = false;
+    state.older.retryAt = 0;
     setStatus('connected');
-    // A new connection is a new, logged-out socket: log back in silently.
-    if (state.me && state.creds) relogin();
+    if (state.me && !state.token) flushOutbox(); // Node server: `reload` follows
     updateComposer();
   }
 
-  function relogin() {
-    state.relogging = true;
-    ask('login', state.creds).then(function (res) {
-      state.relogging = false;
-      if (!state.me) return;
-      if (res.success) updateComposer();
-      else { state.lastName = state.me; leaveChat('You were signed out. Please log in again.'); }
-    });
+  // waitForSession: the token went with the handshake; a server that does
+  // not know tokens (the Node one) never answers with `session`.
+  function waitForSession() {
+    clearTimeout(state.sessionTimer);
+    var conn = state.conn;
+    state.sessionTimer = setTimeout(function () {
+      if (conn !== state.conn || state.authed || !state.me || !state.connected) return;
+      forgetSession();
+      leaveChat('Please log in again.');
+      updateComposer();
+    }, SESSION_WAIT_MS);
+  }
+
+  function onSession(s) {
+    if (!s || typeof s !== 'object') return;
+    clearTimeout(state.sessionTimer);
+    if (typeof s.username === 'string' && s.username) {
+      state.authed = true;
+      if (!state.token) { var st = storedSession(); state.token = st && st.token; }
+      enterChat(s.username);
+      return;
+    }
+    var st2 = storedSession();
+    if (st2 && !state.me) state.lastName = st2.username;
+    forgetSession();
+    leaveChat(s.message || 'Session expired, please log in again');
+    updateComposer();
   }
 
   function onDisconnect(reason) {
     state.connected = false;
+    state.authed = false;
+    clearTimeout(state.sessionTimer);
     setStatus(navigator.onLine === false ? 'offline' : 'reconnecting');
     // The client does not retry on its own after a server-side disconnect
     // (a restart or hand-over): retry after a short, spread-out pause.
@@ -375,24 +816,35 @@
 
   function onReload() {
     if (!state.me) return;
-    state.lastName = state.me;
+    // The server does not count this connection as logged in.
+    if (state.token) forgetSession();
     leaveChat('You were signed out. Please log in again.');
+    updateComposer();
   }
 
   // ---------- wiring ----------
 
   socket.on('connect', onConnect);
   socket.on('disconnect', onDisconnect);
-  socket.on('connect_error', function () { setStatus(socket.active ? 'reconnecting' : 'offline'); });
-  socket.io.on('reconnect_attempt', function () { setStatus('reconnecting'); });
+  socket.on('connect_error', function () {
+    if (navigator.onLine === false || !socket.active) setStatus('offline');
+  });
+  socket.io.on('reconnect_attempt', function (n) {
+    setStatus(navigator.onLine === false ? 'offline' : 'reconnecting', n);
+  });
   socket.io.on('reconnect_failed', function () { setStatus('offline'); });
   socket.on('load all messages', onLoadAll);
   socket.on('get users', renderUsers);
   socket.on('new message', onNewMessage);
+  socket.on('session', onSession);
   socket.on('reload', onReload);
 
-  window.addEventListener('offline', function () { setStatus('offline'); });
-  window.addEventListener('online', function () { setStatus(state.connected ? 'connected' : 'reconnecting'); });
+  window.addEventListener('offline', function () { if (!state.connected) setStatus('offline'); });
+  window.addEventListener('online', function () {
+    if (state.connected) return;
+    setStatus('reconnecting');
+    if (!socket.active) socket.connect();
+  });
   document.addEventListener('visibilitychange', function () { if (!document.hidden) setUnread(0); });
 
   ui.form.addEventListener('submit', onAuthSubmit);
@@ -410,5 +862,12 @@
   ui.jump.addEventListener('click', function () { scrollToBottom(); ui.text.focus(); });
 
   setMode('login');
+  // A stored session goes straight to the chat; the server confirms it with
+  // `session` (or sends us back here). Offline, the chat and its outbox work.
+  var saved = storedSession();
+  if (saved) {
+    state.token = saved.token;
+    enterChat(saved.username);
+  }
   updateComposer();
 })();

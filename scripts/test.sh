@@ -24,6 +24,9 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
 	for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
 fi
 
+step "nginx (Debian package) for the failover tests"
+bash scripts/ensure-nginx.sh
+
 step "gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './node_modules/*'))
 if [ -n "$unformatted" ]; then

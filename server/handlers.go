@@ -110,13 +110,11 @@ func (s *Server) onConnection(sock *socket.Socket) {
 			history = []store.Message{}
 		}
 		sock.Emit("load all messages", wireMsgs(history))
-		var last int64
-		if n := len(history); n > 0 {
-			last = history[n-1].ID
-		} else if err != nil {
-			last = -1 // unknown: deliver everything that arrives
+		inHistory := make(map[int64]bool, len(history))
+		for _, m := range history {
+			inHistory[m.ID] = true
 		}
-		c.goLive(last)
+		c.goLive(inHistory)
 		if token != "" {
 			s.resume(ctx, log, ss, sock, token)
 		}
@@ -292,14 +290,17 @@ func (s *Server) onSend(log *slog.Logger, ss *session, sock *socket.Socket, args
 	// sender disconnects mid-send is still stored and delivered.
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StoreTimeout)
 	defer cancel()
-	m, created, err := s.store.AddMessage(ctx, store.Message{Content: text, Username: user, ClientID: clientID})
+	m, _, err := s.store.AddMessage(ctx, store.Message{Content: text, Username: user, ClientID: clientID})
 	if err != nil {
 		log.Error("storing message", "user", user, "err", err)
 		ack(fail(msgUnavailable))
 		return
 	}
-	if created {
-		s.relay.markSeen(m.ID)
+	// Each server delivers a message at most once (relay.markSeen). A
+	// resend (created false) is still delivered by a server that never did:
+	// when a server dies between commit and broadcast, the client's resend
+	// through the backup is how everyone gets the message.
+	if s.relay.markSeen(m.ID) {
 		s.hub.broadcast(m)
 		if err := s.cfg.Bus.Publish(ctx, bus.Event{Kind: bus.KindMessage, ID: m.ID, Origin: s.id}); err != nil {
 			// Other servers' users get it on the bus's next resync.

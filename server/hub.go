@@ -33,7 +33,6 @@ type client struct {
 	mu sync.Mutex
 	// Fields below are guarded by mu.
 	live    bool            // history sent; deliver directly
-	lastID  int64           // highest message id in the history sent
 	pending []store.Message // held until live
 	gone    bool            // left the hub
 }
@@ -60,14 +59,17 @@ func (h *hub) leave(c *client) {
 	c.mu.Unlock()
 }
 
-// goLive is called once c's history, ending at message lastID, has been
-// sent: it sends what arrived meanwhile and switches c to live delivery.
-func (c *client) goLive(lastID int64) {
+// goLive is called once c's history has been sent: it sends what arrived
+// meanwhile that the history did not contain, and switches c to live
+// delivery. Ids are allotted before commit, so a message can become visible
+// after a higher one: "not in the history" is not "id above the history's
+// last", and only the set comparison is exact.
+func (c *client) goLive(inHistory map[int64]bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.live, c.lastID = true, lastID
+	c.live = true
 	for _, m := range c.pending {
-		if m.ID > lastID {
+		if !inHistory[m.ID] {
 			c.send("new message", wireMsg(m))
 		}
 	}

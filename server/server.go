@@ -36,7 +36,8 @@ type Config struct {
 	// request body, in bytes. Default 128 KiB.
 	MaxHTTPBufferSize int64
 	// PingInterval and PingTimeout are the Engine.IO heartbeat: a peer
-	// silent for their sum is considered gone. Defaults 10 s and 5 s.
+	// silent for their sum is considered gone. Defaults 4 s and 4 s: a hung
+	// server is noticed by its clients within 8 s (see nginx.conf).
 	PingInterval, PingTimeout time.Duration
 	// StoreTimeout bounds each store call. Default 5 s.
 	StoreTimeout time.Duration
@@ -66,10 +67,10 @@ func (c *Config) setDefaults() {
 		c.MaxHTTPBufferSize = 128 << 10
 	}
 	if c.PingInterval == 0 {
-		c.PingInterval = 10 * time.Second
+		c.PingInterval = 4 * time.Second
 	}
 	if c.PingTimeout == 0 {
-		c.PingTimeout = 5 * time.Second
+		c.PingTimeout = 4 * time.Second
 	}
 	if c.StoreTimeout == 0 {
 		c.StoreTimeout = 5 * time.Second

@@ -58,6 +58,11 @@ type Conn struct {
 	err     error // why the connection ended; nil while open
 
 	done chan struct{}
+
+	// silence is how long the server may stay quiet before the connection
+	// counts as dead: its pingInterval + pingTimeout, as socket.io-client
+	// does, so a hung server is noticed.
+	silence time.Duration
 }
 
 // ErrClosed is returned by calls on a connection that has ended.
@@ -103,6 +108,12 @@ func (c *Conn) handshake() error {
 	}
 	if len(open) == 0 || open[0] != '0' {
 		return fmt.Errorf("sioclient: expected an engine.io open packet, got %.40q", open)
+	}
+	var hs struct {
+		PingInterval, PingTimeout int64
+	}
+	if err := json.Unmarshal(open[1:], &hs); err == nil && hs.PingInterval > 0 {
+		c.silence = time.Duration(hs.PingInterval+hs.PingTimeout) * time.Millisecond
 	}
 	connect := "40"
 	if c.opts.Auth != nil {
@@ -239,6 +250,9 @@ func (c *Conn) read() {
 		}
 	}()
 	for {
+		if c.silence > 0 {
+			c.ws.SetReadDeadline(time.Now().Add(c.silence))
+		}
 		var msg []byte
 		_, msg, err = c.ws.ReadMessage()
 		if err != nil {

@@ -4,6 +4,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -122,4 +123,59 @@ func TestAddrKey(t *testing.T) {
 	if got := AddrKey(netip.Addr{}); got != "" {
 		t.Errorf("AddrKey(zero) = %q, want \"\"", got)
 	}
+}
+
+// FuzzClientIP checks ClientIP's contract on arbitrary RemoteAddr and
+// X-Forwarded-For values: an untrusted peer is always the answer, and
+// otherwise the answer is the peer or an entry of the header that every
+// entry to its right vouches for.
+func FuzzClientIP(f *testing.F) {
+	f.Add("127.0.0.1:4000", "6.6.6.6, 203.0.113.5")
+	f.Add("127.0.0.1:4000", "203.0.113.5, 10.0.0.2, 10.1.2.3")
+	f.Add("203.0.113.5:4000", "127.0.0.1")
+	f.Add("[::1]:4000", "garbage, [2001:db8::1]:80")
+	f.Add("[::ffff:127.0.0.1]:1", "10.0.0.5,10.0.0.2")
+	f.Add("@", "")
+	trusted := []netip.Prefix{
+		netip.MustParsePrefix("127.0.0.1/32"),
+		netip.MustParsePrefix("::1/128"),
+		netip.MustParsePrefix("10.0.0.0/8"),
+	}
+	f.Fuzz(func(t *testing.T, remote, xff string) {
+		r := httptest.NewRequest("GET", "/", nil)
+		r.RemoteAddr = remote
+		r.Header.Set("X-Forwarded-For", xff)
+		got := ClientIP(r, trusted)
+
+		peer, ok := parseHost(remote)
+		switch {
+		case !ok:
+			if got.IsValid() {
+				t.Fatalf("RemoteAddr %q is no address, but ClientIP = %v", remote, got)
+			}
+			return
+		case !inAny(peer, trusted) || got == peer:
+			if got != peer {
+				t.Fatalf("untrusted peer %v, but ClientIP = %v", peer, got)
+			}
+			return
+		}
+		entries := strings.Split(xff, ",")
+		for i := len(entries) - 1; i >= 0; i-- {
+			a, ok := parseHost(strings.TrimSpace(entries[i]))
+			if !ok {
+				t.Fatalf("ClientIP = %v, not the peer, though entry %q is malformed (header %q)", got, entries[i], xff)
+			}
+			if a == got {
+				if inAny(a, trusted) && i != 0 {
+					t.Fatalf("ClientIP = trusted %v that is not the left-most entry (header %q)", got, xff)
+				}
+				return
+			}
+			if !inAny(a, trusted) {
+				t.Fatalf("ClientIP = %v, but untrusted %v is nearer (header %q)", got, a, xff)
+			}
+		}
+		t.Fatalf("ClientIP = %v, which is neither the peer nor in the header %q", got, xff)
+	})
 }

@@ -204,7 +204,18 @@ func TestNewLimiterPanics(t *testing.T) {
 // case), and on a new key each time with the limiter full (the flood,
 // which evicts on every call).
 //
-//	go test -run '^$' -bench Allow -benchmem ./server/limit/
+//	go test -run '^$' -bench . -benchmem ./server/limit/
+//
+// 2026-11-25, Go 1.26.8 linux/amd64, AMD EPYC VM with 2 shared vCPUs (other
+// jobs running):
+//
+//	BenchmarkAllow/known-key-2              130.6 ns/op     0 B/op   0 allocs/op
+//	BenchmarkAllow/new-key-evicting-2       432.9 ns/op   128 B/op   2 allocs/op
+//	BenchmarkAllow/known-key-parallel-2     140.9 ns/op     0 B/op   0 allocs/op
+//	BenchmarkLimiterMemory-2                163.0 heap-B/key
+//
+// So 100 000 keys cost about 16 MB, and a flood of new addresses about
+// 2.3 million Allow calls per second per core before other work.
 func BenchmarkAllow(b *testing.B) {
 	const maxKeys = 10_000
 	keys := make([]string, 4*maxKeys)

@@ -16,11 +16,12 @@
 //
 // Wrap decodes each polling POST with the library's own parser, the same
 // function the engine calls. A valid body is passed on unchanged. For a
-// malformed one, the engine is given instead the packets that decoded
-// before the error (Node handles those too) followed by a CLOSE packet, so
-// the engine closes the session itself, by its own code path; later
-// requests for that session get the engine's 400 "Session ID unknown". The
-// client is answered 400.
+// malformed one, the engine is given a lone CLOSE packet instead, so that
+// it closes the session itself, by its own code path; later requests for
+// that session get the engine's 400 "Session ID unknown". The client is
+// answered 400. Unlike Node, packets before the malformed one are dropped
+// with the session rather than handled first; this library's Socket.IO
+// layer would drop an event followed by a CLOSE in the same payload anyway.
 //
 // Remove this package when upstream returns the error from OnData:
 // TestUnwrappedEngineKeepsSession fails on that day.
@@ -29,14 +30,13 @@ package pollfix
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
-	"github.com/zishang520/socket.io/parsers/engine/v3/packet"
 	"github.com/zishang520/socket.io/parsers/engine/v3/parser"
 	"github.com/zishang520/socket.io/v3/pkg/types"
 )
@@ -113,8 +113,8 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, h.max+1))
 	r.Body.Close()
 	if err != nil {
-		// The client went away mid-body; there is nobody to answer.
-		// Unlike Node, the session is left to its ping timeout.
+		// The client most likely went away mid-body. Unlike Node, which
+		// closes the session then, it is left to its ping timeout.
 		w.WriteHeader(http.StatusBadRequest)
 		return
 	}
@@ -123,33 +123,29 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	valid, err := decode(p, body, binary)
-	if err == nil {
-		r.Body = io.NopCloser(bytes.NewReader(body))
-		r.ContentLength = int64(len(body))
-		h.next.ServeHTTP(w, r)
+	if err := decode(p, body, binary); err != nil {
+		h.log.Info("malformed polling payload, closing session", "sid", q.Get("sid"), "err", err)
+		h.closeSession(w, r, closePayload[p.Protocol()])
 		return
 	}
-	h.log.Info("malformed polling payload, closing session", "sid", q.Get("sid"), "err", err)
-	h.closeSession(w, r, p, valid)
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	r.ContentLength = int64(len(body))
+	h.next.ServeHTTP(w, r)
 }
 
-// closeSession hands the engine the packets that decoded before the error
-// and a CLOSE packet, then answers the client: 400 when the engine took
-// them, or the engine's own error (such as an unknown session).
-func (h *handler) closeSession(w http.ResponseWriter, r *http.Request, p parser.Parser, valid []*packet.Packet) {
-	payload, err := closeBody(p, valid)
-	if err != nil {
-		// Re-encoding what the same parser decoded cannot fail, but if it
-		// ever does, the CLOSE alone still ends the session.
-		h.log.Warn("re-encoding polling payload", "err", err)
-		payload, _ = closeBody(p, nil)
-	}
+// closePayload is a payload of one CLOSE packet in the text framing of
+// each protocol version.
+var closePayload = map[int]string{4: "1", 3: "1:1"}
+
+// closeSession hands the engine a CLOSE packet in place of the client's
+// payload, then answers the client: 400 when the engine took it, or the
+// engine's own error (such as an unknown session).
+func (h *handler) closeSession(w http.ResponseWriter, r *http.Request, payload string) {
 	// The close must take effect even if the client has gone already.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), closeTimeout)
 	defer cancel()
 	r2 := r.Clone(ctx)
-	r2.Body = io.NopCloser(bytes.NewReader(payload))
+	r2.Body = io.NopCloser(strings.NewReader(payload))
 	r2.ContentLength = int64(len(payload))
 	r2.Header.Set("Content-Type", "text/plain;charset=UTF-8")
 	r2.Header.Del("Content-Encoding")
@@ -171,13 +167,14 @@ func (h *handler) closeSession(w http.ResponseWriter, r *http.Request, p parser.
 	io.WriteString(w, `{"code":3,"message":"Bad request"}`) // the engine's BAD_REQUEST
 }
 
-// decode runs the library's payload decoder on a copy of body, returning
-// the packets decoded before any error. A panic in the decoder counts as a
-// malformed payload.
-func decode(p parser.Parser, body []byte, binary bool) (pkts []*packet.Packet, err error) {
+// decode runs the library's payload decoder, the one the engine uses, on
+// a copy of body, so that body reaches the engine as it came whatever the
+// decoder does to its buffer (the EIO=3 binary decoder edits the bytes it
+// reads). A panic in the decoder counts as a malformed payload.
+func decode(p parser.Parser, body []byte, binary bool) (err error) {
 	defer func() {
 		if v := recover(); v != nil {
-			pkts, err = nil, fmt.Errorf("payload decoder panicked: %v", v)
+			err = fmt.Errorf("payload decoder panicked: %v", v)
 		}
 	}()
 	var buf types.BufferInterface
@@ -186,24 +183,8 @@ func decode(p parser.Parser, body []byte, binary bool) (pkts []*packet.Packet, e
 	} else {
 		buf = types.NewStringBuffer(bytes.Clone(body))
 	}
-	return p.DecodePayload(buf)
-}
-
-// closeBody returns the text payload, in p's framing, of the packets valid
-// followed by a CLOSE packet: what Wrap hands the engine in place of a
-// malformed body. It consumes the packets' data.
-func closeBody(p parser.Parser, valid []*packet.Packet) ([]byte, error) {
-	pkts := append(valid[:len(valid):len(valid)], &packet.Packet{Type: packet.CLOSE})
-	// supportsBinary false: binary packets become base64 text packets,
-	// which both framings accept in a text body.
-	buf, err := p.EncodePayload(pkts, false)
-	if err != nil {
-		return nil, err
-	}
-	if buf == nil {
-		return nil, errors.New("pollfix: encoder returned no payload")
-	}
-	return bytes.Clone(buf.Bytes()), nil
+	_, err = p.DecodePayload(buf)
+	return err
 }
 
 // recorder is the response writer given to the engine when it handles the

@@ -1,16 +1,15 @@
 package pollfix
 
 import (
-	"bytes"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf16"
 
 	"github.com/zishang520/socket.io/parsers/engine/v3/packet"
 	"github.com/zishang520/socket.io/parsers/engine/v3/parser"
@@ -20,11 +19,18 @@ import (
 
 const testMaxBody = 1 << 10
 
-// startEngine runs a real Socket.IO server of the library, wrapped by Wrap
-// or not, and returns its base URL. Its sockets answer "echo" through the
-// acknowledgement.
-func startEngine(t testing.TB, wrap bool) string {
+// testEngine is a real Socket.IO server of the library, wrapped by Wrap or
+// not. Its sockets answer "echo" through the acknowledgement and report
+// "seen" events.
+type testEngine struct {
+	url       string
+	connected chan struct{} // a value per socket, once it is recorded
+	seen      chan string   // the argument of each "seen" event
+}
+
+func startEngine(t testing.TB, wrap bool) *testEngine {
 	t.Helper()
+	e := &testEngine{connected: make(chan struct{}, 16), seen: make(chan string, 16)}
 	opts := socket.DefaultServerOptions()
 	opts.SetAllowEIO3(true)
 	opts.SetMaxHttpBufferSize(testMaxBody)
@@ -39,6 +45,14 @@ func startEngine(t testing.TB, wrap bool) string {
 				}
 			}
 		})
+		s.On("seen", func(args ...any) {
+			if len(args) > 0 {
+				if v, ok := args[0].(string); ok {
+					e.seen <- v
+				}
+			}
+		})
+		e.connected <- struct{}{}
 	})
 	var h http.Handler = io.ServeHandler(opts)
 	if wrap {
@@ -47,21 +61,35 @@ func startEngine(t testing.TB, wrap bool) string {
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	t.Cleanup(func() { io.Close(nil) }) // runs first: ends pending polls
-	return srv.URL
+	e.url = srv.URL
+	return e
+}
+
+// waitConnected waits until the server has recorded a new socket. Events
+// sent before that may be lost to a race in the library that the chat
+// server's connectGate works around; these tests are not about it.
+func (e *testEngine) waitConnected(t testing.TB) {
+	t.Helper()
+	select {
+	case <-e.connected:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no Socket.IO connection within 5 s")
+	}
 }
 
 // session is one long-polling Engine.IO session, driven by hand.
 type session struct {
-	t   testing.TB
 	url string // polling URL with EIO and sid
 }
 
 var sidRE = regexp.MustCompile(`"sid":"([^"]+)"`)
 
-// open performs the polling handshake of protocol eio (3 or 4).
-func open(t testing.TB, base string, eio string) *session {
+// open performs the polling handshake of protocol eio (3 or 4). Under
+// EIO=3 the server connects the socket to "/" by itself; under EIO=4 open
+// sends the CONNECT. Either way it returns once the socket is connected.
+func (e *testEngine) open(t testing.TB, eio string) *session {
 	t.Helper()
-	u := base + "/socket.io/?EIO=" + eio + "&transport=polling"
+	u := e.url + "/socket.io/?EIO=" + eio + "&transport=polling"
 	status, body := do(t, "GET", u, "", nil)
 	if status != http.StatusOK {
 		t.Fatalf("handshake: status %d, body %q", status, body)
@@ -70,34 +98,41 @@ func open(t testing.TB, base string, eio string) *session {
 	if m == nil {
 		t.Fatalf("handshake: no sid in %q", body)
 	}
-	return &session{t: t, url: u + "&sid=" + m[1]}
+	s := &session{url: u + "&sid=" + m[1]}
+	if eio == "4" {
+		if status, body := s.post(t, "40"); status != http.StatusOK || body != "ok" {
+			t.Fatalf(`POST "40": %d %q, want 200 "ok"`, status, body)
+		}
+	}
+	e.waitConnected(t)
+	return s
 }
 
-func (s *session) post(body string) (int, string) {
-	s.t.Helper()
-	return do(s.t, "POST", s.url, "text/plain;charset=UTF-8", strings.NewReader(body))
+func (s *session) post(t testing.TB, body string) (int, string) {
+	t.Helper()
+	return do(t, "POST", s.url, "text/plain;charset=UTF-8", strings.NewReader(body))
 }
 
-func (s *session) get() (int, string) {
-	s.t.Helper()
-	return do(s.t, "GET", s.url, "", nil)
+func (s *session) get(t testing.TB) (int, string) {
+	t.Helper()
+	return do(t, "GET", s.url, "", nil)
 }
 
 // pollFor polls until a payload contains want, for at most a few polls.
-func (s *session) pollFor(want string) {
-	s.t.Helper()
+func (s *session) pollFor(t testing.TB, want string) {
+	t.Helper()
 	var got []string
 	for range 4 {
-		status, body := s.get()
+		status, body := s.get(t)
 		if status != http.StatusOK {
-			s.t.Fatalf("poll: status %d, body %q, want 200 with %q (earlier polls %q)", status, body, want, got)
+			t.Fatalf("poll: status %d, body %q, want 200 with %q (earlier polls %q)", status, body, want, got)
 		}
 		if strings.Contains(body, want) {
 			return
 		}
 		got = append(got, body)
 	}
-	s.t.Fatalf("polls returned %q, none containing %q", got, want)
+	t.Fatalf("polls returned %q, none containing %q", got, want)
 }
 
 var client = &http.Client{Timeout: 10 * time.Second}
@@ -123,12 +158,12 @@ func do(t testing.TB, method, url, contentType string, body io.Reader) (int, str
 	return resp.StatusCode, string(b)
 }
 
-// eio3 frames packets in the EIO=3 text payload format (lengths in UTF-16
-// units; ASCII here).
+// eio3 frames packets in the EIO=3 text payload format, whose lengths
+// count UTF-16 code units.
 func eio3(pkts ...string) string {
 	var b strings.Builder
 	for _, p := range pkts {
-		b.WriteString(strconv.Itoa(len(p)) + ":" + p)
+		b.WriteString(strconv.Itoa(len(utf16.Encode([]rune(p)))) + ":" + p)
 	}
 	return b.String()
 }
@@ -139,29 +174,23 @@ func eio3(pkts ...string) string {
 // (*polling).OnData; check that the Engine.IO behaviour is right and
 // delete package pollfix.
 func TestUnwrappedEngineKeepsSession(t *testing.T) {
-	base := startEngine(t, false)
+	e := startEngine(t, false)
 	for _, eio := range []string{"4", "3"} {
 		t.Run("EIO="+eio, func(t *testing.T) {
-			s := open(t, base, eio)
-			if status, body := s.post("abc"); status != http.StatusOK || body != "ok" {
+			s := e.open(t, eio)
+			if status, body := s.post(t, "abc"); status != http.StatusOK || body != "ok" {
 				t.Fatalf(`POST "abc": %d %q; the bare engine used to answer 200 "ok". `+
 					`Upstream may have fixed the bug: see the package comment.`, status, body)
 			}
-			// Still alive: it connects and answers events.
-			if eio == "4" {
-				if status, _ := s.post("40"); status != http.StatusOK {
-					t.Fatalf(`POST "40" after "abc": status %d, want 200 (session alive)`, status)
-				}
-				s.pollFor("40{")
-				if status, _ := s.post(`421["echo","still here"]`); status != http.StatusOK {
-					t.Fatalf("POST echo: status %d", status)
-				}
-			} else {
-				if status, _ := s.post(eio3(`421["echo","still here"]`)); status != http.StatusOK {
-					t.Fatalf("POST echo: status %d", status)
-				}
+			// Still alive: events are answered.
+			echo := `421["echo","still here"]`
+			if eio == "3" {
+				echo = eio3(echo)
 			}
-			s.pollFor(`431["still here"]`)
+			if status, body := s.post(t, echo); status != http.StatusOK {
+				t.Fatalf(`POST echo after "abc": %d %q, want 200 (session alive)`, status, body)
+			}
+			s.pollFor(t, `431["still here"]`)
 		})
 	}
 }
@@ -169,30 +198,31 @@ func TestUnwrappedEngineKeepsSession(t *testing.T) {
 // TestMalformedClosesSession is the Engine.IO test suite's "closes the
 // session upon invalid packet format", in both protocols and framings.
 func TestMalformedClosesSession(t *testing.T) {
-	base := startEngine(t, true)
+	e := startEngine(t, true)
+	const text = "text/plain;charset=UTF-8"
 	tests := []struct {
 		name, eio   string
 		contentType string
 		body        string
 	}{
-		{"EIO4 abc", "4", "text/plain;charset=UTF-8", "abc"},
-		{"EIO4 unknown packet type", "4", "text/plain;charset=UTF-8", "9"},
-		{"EIO4 bad base64", "4", "text/plain;charset=UTF-8", "b!!!!"},
-		{"EIO4 valid packet then garbage", "4", "text/plain;charset=UTF-8", "40\x1eabc"},
+		{"EIO4 abc", "4", text, "abc"},
+		{"EIO4 unknown packet type", "4", text, "9"},
+		{"EIO4 bad base64", "4", text, "b!!!!"},
 		{"EIO4 no content type", "4", "", "abc"},
-		{"EIO3 abc", "3", "text/plain;charset=UTF-8", "abc"},
-		{"EIO3 length beyond body", "3", "text/plain;charset=UTF-8", "99:42"},
-		{"EIO3 valid packet then garbage", "3", "text/plain;charset=UTF-8", eio3(`42["echo"]`) + "x"},
+		{"EIO4 valid packets then garbage", "4", text, `42["noop","v4"]` + "\x1e3\x1eabc"},
+		{"EIO3 abc", "3", text, "abc"},
+		{"EIO3 length beyond body", "3", text, "99:42"},
+		{"EIO3 valid packet then garbage", "3", text, eio3(`42["noop","v3"]`) + "x"},
 		{"EIO3 binary framing, truncated", "3", "application/octet-stream", "\x00\x09\x09\xff4"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := open(t, base, tt.eio)
+			s := e.open(t, tt.eio)
 			status, body := do(t, "POST", s.url, tt.contentType, strings.NewReader(tt.body))
 			if status != http.StatusBadRequest {
 				t.Errorf("POST %q: status %d, body %q; want 400", tt.body, status, body)
 			}
-			status, body = s.get()
+			status, body = s.get(t)
 			if status != http.StatusBadRequest || !strings.Contains(body, "Session ID unknown") {
 				t.Errorf("poll after POST %q: status %d, body %q; want 400 Session ID unknown", tt.body, status, body)
 			}
@@ -203,8 +233,8 @@ func TestMalformedClosesSession(t *testing.T) {
 // TestMalformedUnknownSession relays the engine's own answer when there is
 // no session to close.
 func TestMalformedUnknownSession(t *testing.T) {
-	base := startEngine(t, true)
-	status, body := do(t, "POST", base+"/socket.io/?EIO=4&transport=polling&sid=AAAAAAAAAAAAAAAAAAAA",
+	e := startEngine(t, true)
+	status, body := do(t, "POST", e.url+"/socket.io/?EIO=4&transport=polling&sid=AAAAAAAAAAAAAAAAAAAA",
 		"text/plain;charset=UTF-8", strings.NewReader("abc"))
 	if status != http.StatusBadRequest || !strings.Contains(body, "Session ID unknown") {
 		t.Errorf("status %d, body %q; want 400 Session ID unknown", status, body)
@@ -214,26 +244,23 @@ func TestMalformedUnknownSession(t *testing.T) {
 // TestValidTrafficFlows checks that Wrap passes well-formed payloads
 // through unchanged: Socket.IO connects and events are acknowledged.
 func TestValidTrafficFlows(t *testing.T) {
-	base := startEngine(t, true)
+	e := startEngine(t, true)
 	t.Run("EIO=4", func(t *testing.T) {
-		s := open(t, base, "4")
-		if status, body := s.post("40"); status != http.StatusOK || body != "ok" {
-			t.Fatalf(`POST "40": %d %q, want 200 "ok"`, status, body)
-		}
-		s.pollFor("40{")
+		s := e.open(t, "4")
+		s.pollFor(t, "40{")
 		// Two packets in one payload, one of them an acknowledged event
 		// with non-ASCII text.
-		if status, body := s.post("3\x1e" + `421["echo","héllo 名前"]`); status != http.StatusOK || body != "ok" {
+		if status, body := s.post(t, "3\x1e"+`421["echo","héllo 名前"]`); status != http.StatusOK || body != "ok" {
 			t.Fatalf(`POST echo: %d %q, want 200 "ok"`, status, body)
 		}
-		s.pollFor(`431["héllo 名前"]`)
+		s.pollFor(t, `431["héllo 名前"]`)
 	})
 	t.Run("EIO=3", func(t *testing.T) {
-		s := open(t, base, "3")
-		if status, body := s.post(eio3(`421["echo","hello"]`)); status != http.StatusOK || body != "ok" {
+		s := e.open(t, "3")
+		if status, body := s.post(t, eio3(`421["echo","hello"]`, `422["echo","名前"]`)); status != http.StatusOK || body != "ok" {
 			t.Fatalf(`POST echo: %d %q, want 200 "ok"`, status, body)
 		}
-		s.pollFor(`431["hello"]`)
+		s.pollFor(t, `431["hello"]`)
 	})
 }
 
@@ -241,15 +268,11 @@ func TestValidTrafficFlows(t *testing.T) {
 // the engine (the session lives on), with or without a Content-Length, and
 // that a body of exactly the limit passes.
 func TestBodyLimit(t *testing.T) {
-	base := startEngine(t, true)
-	s := open(t, base, "4")
-	if status, _ := s.post("40"); status != http.StatusOK {
-		t.Fatalf(`POST "40": status %d`, status)
-	}
-	s.pollFor("40{")
+	e := startEngine(t, true)
+	s := e.open(t, "4")
 
-	event := func(n int) string { // an event packet of exactly n bytes
-		const head, tail = `42["noop","`, `"]`
+	event := func(n int) string { // a "seen" event packet of exactly n bytes
+		const head, tail = `42["seen","`, `"]`
 		return head + strings.Repeat("x", n-len(head)-len(tail)) + tail
 	}
 	tests := []struct {
@@ -269,46 +292,57 @@ func TestBodyLimit(t *testing.T) {
 			if status != tt.wantStatus {
 				t.Fatalf("status %d, body %q; want %d", status, body, tt.wantStatus)
 			}
+			if status == http.StatusOK {
+				select {
+				case <-e.seen:
+				case <-time.After(5 * time.Second):
+					t.Fatal("the event of exactly the limit was not delivered")
+				}
+			}
 			// The session is alive either way.
 			msg := "alive " + strconv.Itoa(i)
-			if status, _ := s.post(`421["echo","` + msg + `"]`); status != http.StatusOK {
+			if status, _ := s.post(t, `421["echo","`+msg+`"]`); status != http.StatusOK {
 				t.Fatalf("POST echo afterwards: status %d", status)
 			}
-			s.pollFor(`431["` + msg + `"]`)
+			s.pollFor(t, `431["`+msg+`"]`)
 		})
+	}
+	select {
+	case v := <-e.seen:
+		t.Errorf("an oversized event reached the server (%d bytes)", len(v))
+	default:
 	}
 }
 
-// TestDecode pins down which payloads the library's parsers reject, and
-// that the payload substituted for a rejected one decodes to the packets
-// before the error followed by CLOSE.
+// TestDecode pins down which payloads the library's parsers reject.
 func TestDecode(t *testing.T) {
 	tests := []struct {
-		name      string
-		eio       int
-		body      string
-		binary    bool
-		wantErr   bool
-		wantTypes []packet.Type // decoded packets, before any error
+		name    string
+		eio     int
+		body    string
+		binary  bool
+		wantErr bool
 	}{
-		{"v4 message", 4, "4hello", false, false, []packet.Type{packet.MESSAGE}},
-		{"v4 several", 4, "2\x1e4a\x1ebAQID", false, false, []packet.Type{packet.PING, packet.MESSAGE, packet.MESSAGE}},
-		{"v4 empty", 4, "", false, false, nil},
-		{"v4 empty segments skipped", 4, "\x1e\x1e4a\x1e", false, false, []packet.Type{packet.MESSAGE}},
-		{"v4 abc", 4, "abc", false, true, nil},
-		{"v4 garbage after valid", 4, "4a\x1e3\x1eZ\x1e4b", false, true, []packet.Type{packet.MESSAGE, packet.PONG}},
-		{"v4 bad base64", 4, "b@@", false, true, nil},
-		{"v4 invalid UTF-8 message passes", 4, "4\xff\xfe", false, false, []packet.Type{packet.MESSAGE}},
-		{"v3 message", 3, "6:4hello", false, false, []packet.Type{packet.MESSAGE}},
-		{"v3 several", 3, "1:22:4a", false, false, []packet.Type{packet.PING, packet.MESSAGE}},
-		{"v3 abc", 3, "abc", false, true, nil},
-		{"v3 no length", 3, ":4a", false, true, nil},
-		{"v3 negative length", 3, "-1:4", false, true, nil},
-		{"v3 short", 3, "9:4a", false, true, nil},
-		{"v3 garbage after valid", 3, "2:4a3:", false, true, []packet.Type{packet.MESSAGE}},
-		{"v3 unknown type", 3, "1:9", false, true, nil},
-		{"v3 binary", 3, "\x00\x02\xff4a\x01\x03\xff\x04\x01\x02", true, false, []packet.Type{packet.MESSAGE, packet.MESSAGE}},
-		{"v3 binary truncated", 3, "\x00\x09\xff4a", true, true, nil},
+		{"v4 message", 4, "4hello", false, false},
+		{"v4 several", 4, "2\x1e4a\x1ebAQID", false, false},
+		{"v4 empty", 4, "", false, false},
+		{"v4 empty segments are skipped", 4, "\x1e\x1e4a\x1e", false, false},
+		{"v4 invalid UTF-8 message passes", 4, "4\xff\xfe", false, false},
+		{"v4 abc", 4, "abc", false, true},
+		{"v4 garbage after valid", 4, "4a\x1e3\x1eZ\x1e4b", false, true},
+		{"v4 bad base64", 4, "b@@", false, true},
+		{"v3 message", 3, "6:4hello", false, false},
+		{"v3 several", 3, "1:22:4a", false, false},
+		{"v3 length in UTF-16 units", 3, "3:4名前", false, false},
+		{"v3 abc", 3, "abc", false, true},
+		{"v3 no length", 3, ":4a", false, true},
+		{"v3 negative length", 3, "-1:4", false, true},
+		{"v3 short", 3, "9:4a", false, true},
+		{"v3 length in bytes", 3, "7:4名前", false, true},
+		{"v3 garbage after valid", 3, "2:4a3:", false, true},
+		{"v3 unknown type", 3, "1:9", false, true},
+		{"v3 binary", 3, "\x00\x02\xff4a\x01\x03\xff\x04\x01\x02", true, false},
+		{"v3 binary truncated", 3, "\x00\x09\xff4a", true, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -316,39 +350,23 @@ func TestDecode(t *testing.T) {
 			if tt.eio == 3 {
 				p = parser.Parserv3()
 			}
-			pkts, err := decode(p, []byte(tt.body), tt.binary)
-			if (err != nil) != tt.wantErr {
-				t.Fatalf("decode(%q) error = %v, want error: %v", tt.body, err, tt.wantErr)
-			}
-			if got := packetTypes(pkts); !slices.Equal(got, tt.wantTypes) {
-				t.Fatalf("decode(%q) packets %v, want %v", tt.body, got, tt.wantTypes)
-			}
-			if !tt.wantErr {
-				return
-			}
-			// What the engine receives instead.
-			sub, err := closeBody(p, pkts)
-			if err != nil {
-				t.Fatalf("closeBody: %v", err)
-			}
-			again, err := p.DecodePayload(types.NewStringBuffer(bytes.Clone(sub)))
-			if err != nil {
-				t.Fatalf("substituted payload %q does not decode: %v", sub, err)
-			}
-			want := append(tt.wantTypes[:len(tt.wantTypes):len(tt.wantTypes)], packet.CLOSE)
-			if got := packetTypes(again); !slices.Equal(got, want) {
-				t.Errorf("substituted payload %q decodes to %v, want %v", sub, got, want)
+			if err := decode(p, []byte(tt.body), tt.binary); (err != nil) != tt.wantErr {
+				t.Errorf("decode(%q) error = %v, want error: %v", tt.body, err, tt.wantErr)
 			}
 		})
 	}
 }
 
-func packetTypes(pkts []*packet.Packet) []packet.Type {
-	var out []packet.Type
-	for _, p := range pkts {
-		out = append(out, p.Type)
+// TestClosePayload checks that what Wrap substitutes is one CLOSE packet to
+// the library's parsers.
+func TestClosePayload(t *testing.T) {
+	for _, p := range []parser.Parser{parser.Parserv3(), parser.Parserv4()} {
+		payload := closePayload[p.Protocol()]
+		pkts, err := p.DecodePayload(types.NewStringBufferString(payload))
+		if err != nil || len(pkts) != 1 || pkts[0].Type != packet.CLOSE {
+			t.Errorf("EIO=%d: %q decodes to %d packets, error %v; want one CLOSE", p.Protocol(), payload, len(pkts), err)
+		}
 	}
-	return out
 }
 
 func TestWrapPanicsOnBadLimit(t *testing.T) {
@@ -358,4 +376,24 @@ func TestWrapPanicsOnBadLimit(t *testing.T) {
 		}
 	}()
 	Wrap(http.NotFoundHandler(), 0, nil)
+}
+
+// FuzzDecode looks for bodies on which the library's payload decoders
+// panic: Wrap reports those as malformed, but the bare engine would panic
+// in its handler.
+func FuzzDecode(f *testing.F) {
+	for _, s := range []string{"4hello", "abc", "2\x1e4a\x1ebAQID", "6:4hello", "1:22:4a", "99:42", "b@@", "\x00\x02\xff4a\x01\x03\xff\x04\x01\x02", "\x00\x09\xff4a"} {
+		f.Add([]byte(s), true, false)
+		f.Add([]byte(s), false, false)
+		f.Add([]byte(s), false, true)
+	}
+	f.Fuzz(func(t *testing.T, body []byte, v4, binary bool) {
+		p := parser.Parserv3()
+		if v4 {
+			p = parser.Parserv4()
+		}
+		if err := decode(p, body, binary); err != nil && strings.Contains(err.Error(), "panicked") {
+			t.Fatalf("decoding %q (EIO=4 %v, binary %v): %v", body, v4, binary, err)
+		}
+	})
 }

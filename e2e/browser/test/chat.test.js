@@ -129,6 +129,8 @@ test('logging out returns to the card and leaves the online list', T, async () =
   await h.onlineUser(B.page, alice).waitFor({ state: 'detached' });
   await h.onlineUser(B.page, bob).waitFor();
 
+  assert.equal(await h.storedSession(A.page), null, 'the stored session is gone');
+
   // Logging back in works on the same page.
   await h.login(A.page, alice);
   await h.onlineUser(B.page, alice).waitFor();
@@ -160,19 +162,125 @@ test('composer: Shift+Enter makes a new line, empty text is not sent, counter ne
 
 });
 
-test('a message the server refuses is shown, and the text is kept', T, async () => {
-  // Uses the Go server's optional `send message` acknowledgement; only text
-  // past the 2000-character limit (maxlength defeated) gets refused.
+test('a message the server refuses stays in the composer area: reason, edit, retry, discard', T, async () => {
+  // Uses the Go server's `send message` acknowledgement; only text past the
+  // 2000-character limit (maxlength defeated) gets refused.
   assert.ok(A && B, 'needs the users of the first test');
   const { page } = A;
   await page.$eval('#text', (t) => t.removeAttribute('maxlength'));
-  const tooLong = 'z'.repeat(2001);
+  const tooLong = 'z'.repeat(1990) + ' the end.....';
   await page.fill('#text', tooLong);
   await page.locator('#counter.over').waitFor();
   await page.press('#text', 'Enter');
-  await page.locator('#send-error').filter({ hasText: /2000/ }).waitFor();
+  const item = h.failed(page);
+  await item.waitFor();
+  assert.match(await item.locator('.failed-reason').textContent(), /2000/, 'the reason is shown');
+  assert.equal(await item.locator('.failed-text').textContent(), tooLong, 'with the text');
+  assert.equal(await h.pending(page).count(), 0, 'no longer pending in the list');
+  assert.equal(await h.message(page, tooLong).count(), 0, 'not shown as a message');
+  await h.screenshot(page, 'chat-failed');
+
+  // Edit: the text goes back to the composer.
+  await item.getByRole('button', { name: 'Edit' }).click();
   assert.equal(await page.inputValue('#text'), tooLong, 'the refused text is back in the composer');
-  await page.fill('#text', '');
+  assert.equal(await h.failed(page).count(), 0);
+
+  // Retry: sent again, refused again; Discard: gone, also from storage.
+  await page.press('#text', 'Enter');
+  await item.waitFor();
+  await item.getByRole('button', { name: 'Retry' }).click();
+  await h.pending(page).waitFor({ state: 'detached' });
+  await item.waitFor();
+  assert.equal(await h.failed(page).count(), 1, 'one entry, not two');
+  await item.getByRole('button', { name: 'Discard' }).click();
+  assert.equal(await h.failed(page).count(), 0);
+  assert.equal(await page.evaluate(() => localStorage.getItem('chat.outbox')), null, 'the outbox is empty');
+  assert.equal(await page.inputValue('#text'), '');
+  await page.$eval('#text', (t) => t.setAttribute('maxlength', '2000'));
+});
+
+test('a reload goes straight back to the chat; no password is kept; logout forgets the session', T, async () => {
+  assert.ok(A && B, 'needs the users of the first test');
+  const dan = h.uniqueName('dan');
+  const D = await open();
+  const { page } = D;
+  await h.register(page, dan);
+  const saved = await h.storedSession(page);
+  assert.equal(saved && saved.username, dan, 'the session is stored');
+  assert.ok(typeof saved.token === 'string' && saved.token.length >= 20, 'with the token of the login ack');
+  assert.ok(!(await page.evaluate(() => JSON.stringify(localStorage))).includes(h.PASSWORD), 'no password in storage');
+  assert.equal(await page.inputValue('#password'), '', 'nor in the form');
+
+  await page.reload();
+  await page.locator('#chat').waitFor({ state: 'visible' });
+  assert.equal(await page.isVisible('#auth'), false, 'no sign-in card');
+  assert.equal(await page.textContent('#me-name'), dan);
+  await page.locator('#chat .status[data-state="connected"]').waitFor();
+  await h.onlineUser(A.page, dan).waitFor();
+  await h.send(page, 'back after a reload');
+  await h.confirmed(A.page, 'back after a reload', dan).waitFor();
+  await h.confirmed(page, 'back after a reload', dan).waitFor();
+  assert.equal(await h.message(page, 'back after a reload', dan).count(), 1);
+
+  await page.click('#logout');
+  await page.locator('#auth').waitFor({ state: 'visible' });
+  assert.equal(await h.storedSession(page), null, 'logout clears the stored session');
+  await h.onlineUser(A.page, dan).waitFor({ state: 'detached' });
+  await page.reload();
+  await page.locator('#auth').waitFor({ state: 'visible' });
+  await page.waitForTimeout(500);
+  assert.equal(await page.isVisible('#chat'), false, 'after logout a reload shows the card');
+  assert.deepEqual(D.problems, { dialogs: [], errors: [] });
+  await D.context.close();
+});
+
+test('pending messages survive a page reload while the server is unreachable', T, async () => {
+  assert.ok(A && B, 'needs the users of the first test');
+  const eve = h.uniqueName('eve');
+  const E = await open();
+  const { page, context } = E;
+  await h.register(page, eve);
+  // Cut the Socket.IO transport (its polling handshake; the WebSocket only
+  // ever comes as an upgrade of it) and reload: the page cannot connect.
+  const socketIO = (url) => new URL(url).pathname === '/socket.io/';
+  await context.route(socketIO, (route) => route.abort());
+  await page.reload();
+  await page.locator('#chat').waitFor({ state: 'visible' });
+  await page.locator('#chat .status[data-state="reconnecting"]').waitFor();
+  const texts = ['written offline ' + eve, 'still offline ' + eve];
+  for (const t of texts) await h.send(page, t);
+  await h.pending(page).nth(1).waitFor();
+
+  await page.reload(); // still cut off: the outbox comes back from localStorage
+  await page.locator('#chat').waitFor({ state: 'visible' });
+  await h.pending(page).nth(1).waitFor();
+  assert.deepEqual(await h.pending(page).locator('.text').allTextContents(), texts, 'both still pending, in order');
+
+  await context.unroute(socketIO);
+  for (const t of texts) {
+    await h.confirmed(page, t, eve).waitFor({ timeout: 15000 });
+    await h.confirmed(B.page, t, eve).waitFor();
+  }
+  await h.pending(page).first().waitFor({ state: 'detached' });
+  await B.page.waitForTimeout(300);
+  for (const p of [page, B.page]) {
+    for (const t of texts) assert.equal(await h.message(p, t, eve).count(), 1, `"${t}" once`);
+  }
+  assert.equal(await page.evaluate(() => localStorage.getItem('chat.outbox')), null, 'the outbox is empty');
+  await E.context.close();
+});
+
+test('a bogus stored token: the sign-in card says the session expired', T, async () => {
+  const o = await open();
+  const { page } = o;
+  await page.evaluate(() => localStorage.setItem('chat.session', JSON.stringify({ username: 'ghost', token: 'not-a-real-token' })));
+  await page.reload();
+  await page.locator('#auth-notice').getByText('Session expired, please log in again').waitFor();
+  assert.equal(await page.isVisible('#auth'), true);
+  assert.equal(await page.isVisible('#chat'), false);
+  assert.equal(await h.storedSession(page), null, 'the bogus session is forgotten');
+  assert.equal(await page.inputValue('#username'), 'ghost', 'the name is filled in');
+  await o.context.close();
 });
 
 test('scrolled up, a new message shows a marker instead of jumping', T, async () => {

@@ -5,7 +5,9 @@
 
 const crypto = require('node:crypto');
 const fs = require('node:fs');
+const os = require('node:os');
 const path = require('node:path');
+const { spawn } = require('node:child_process');
 const { chromium } = require('playwright-core');
 const { PNG } = require('pngjs');
 
@@ -85,10 +87,15 @@ function onlineUser(page, name) {
 }
 
 // messageFrom finds the message with this exact text (and author, if given).
-function message(page, text, author) {
-  let loc = page.locator('#messages .msg').filter({ has: page.locator('.text').getByText(text, { exact: true }) });
+function message(page, text, author, base = '#messages .msg') {
+  let loc = page.locator(base).filter({ has: page.locator('.text').getByText(text, { exact: true }) });
   if (author) loc = loc.filter({ has: page.locator('.author').getByText(author, { exact: true }) });
   return loc;
+}
+
+// confirmed is message() without the pending ones: stored by the server.
+function confirmed(page, text, author) {
+  return message(page, text, author, '#messages .msg:not(.pending)');
 }
 
 // shownMessages lists [author, text] pairs as the page shows them, in order.
@@ -128,6 +135,109 @@ function looksStyled(stats) {
   return stats.dominant < 0.85 && stats.stddev > 8;
 }
 
+// pending finds the messages still waiting in the outbox (shown greyed,
+// with a clock) and failed the refused ones in the composer area.
+function pending(page) { return page.locator('#messages .msg.pending'); }
+function failed(page) { return page.locator('#failed .failed-item'); }
+
+// storedSession reads what the page keeps in localStorage.
+function storedSession(page) {
+  return page.evaluate(() => JSON.parse(localStorage.getItem('chat.session') || 'null'));
+}
+
+// seedMessages registers `user` on a second socket of the page (the page's
+// own socket.io client, so no extra npm package) and sends the texts one by
+// one, each waiting for its acknowledgement. Resolves with the ids.
+function seedMessages(page, user, texts, password = PASSWORD) {
+  return page.evaluate(async ({ user, password, texts }) => {
+    const s = io({ forceNew: true, transports: ['websocket'] });
+    const ask = (...args) => new Promise((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error('no ack for ' + args[0])), 10000);
+      s.emit(...args, (res) => { clearTimeout(t); resolve(res); });
+    });
+    try {
+      await new Promise((r) => s.once('connect', r));
+      const reg = await ask('register', { username: user, password });
+      if (!reg.success) throw new Error('register: ' + reg.message);
+      const log = await ask('login', { username: user, password });
+      if (!log.success) throw new Error('login: ' + log.message);
+      const ids = [];
+      for (const text of texts) {
+        const res = await ask('send message', text);
+        if (!res || !res.success) throw new Error('send: ' + JSON.stringify(res));
+        ids.push(res.id);
+      }
+      return ids;
+    } finally {
+      s.disconnect();
+    }
+  }, { user, password, texts });
+}
+
+// OwnServer runs the binary from CHATD_BIN (run.sh sets it) on its own port
+// and SQLite file, for tests that stop and restart the server or need a
+// history of their own. start() resolves once /healthz answers.
+class OwnServer {
+  constructor(bin = process.env.CHATD_BIN, env = {}) {
+    this.bin = bin;
+    this.env = env;
+    this.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'chat-e2e-own-'));
+    this.proc = null;
+    this.port = 0;
+  }
+
+  get url() { return `http://127.0.0.1:${this.port}`; }
+  get db() { return path.join(this.dir, 'chat.db'); }
+  get logFile() { return path.join(this.dir, 'chatd.log'); }
+
+  async start() {
+    if (!this.port) {
+      const { freePort } = require('../free-port');
+      this.port = await freePort([Number(new URL(BASE_URL).port)]);
+    }
+    const log = fs.openSync(this.logFile, 'a');
+    this.proc = spawn(this.bin, [], {
+      env: { ...process.env, PORT: String(this.port), ADDR: '127.0.0.1', SQLITE_PATH: this.db, DATABASE_URL: '', ...this.env },
+      stdio: ['ignore', log, log],
+    });
+    fs.closeSync(log);
+    const deadline = Date.now() + 15000;
+    while (Date.now() < deadline) {
+      if (this.proc.exitCode !== null) break;
+      try {
+        const res = await fetch(this.url + '/healthz');
+        if (res.ok) return;
+      } catch { /* not up yet */ }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new Error('server did not become healthy:\n' + this.log());
+  }
+
+  async stop() {
+    const proc = this.proc;
+    if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
+    const exited = new Promise((r) => proc.once('exit', r));
+    proc.kill('SIGTERM');
+    const timer = setTimeout(() => proc.kill('SIGKILL'), 8000);
+    await exited;
+    clearTimeout(timer);
+  }
+
+  // wipe removes the store, as on a backup whose database lacks the data.
+  wipe() {
+    for (const f of fs.readdirSync(this.dir)) if (f.startsWith('chat.db')) fs.rmSync(path.join(this.dir, f));
+  }
+
+  log() {
+    try { return fs.readFileSync(this.logFile, 'utf8').split('\n').slice(-30).join('\n'); } catch { return ''; }
+  }
+
+  async close() {
+    await this.stop();
+    fs.rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
 async function screenshot(page, name) {
   fs.mkdirSync(OUT_DIR, { recursive: true });
   const file = path.join(OUT_DIR, name + '.png');
@@ -137,5 +247,6 @@ async function screenshot(page, name) {
 
 module.exports = {
   BASE_URL, PASSWORD, launch, uniqueName, openPage, fillCard, showRegister, showLogin,
-  register, login, send, onlineUser, message, shownMessages, imageStats, looksStyled, screenshot,
+  register, login, send, onlineUser, message, confirmed, shownMessages, imageStats, looksStyled, screenshot,
+  pending, failed, storedSession, seedMessages, OwnServer,
 };

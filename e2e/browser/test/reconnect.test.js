@@ -1,106 +1,121 @@
 // reconnect.test.js: the server goes away and comes back (a restart, or the
-// hand-over to the backup): the page says so, then carries on logged in.
+// hand-over to the backup): the page says so honestly, keeps what is typed
+// and sent in its outbox, and carries on logged in through its session token.
 // Runs its own server from CHATD_BIN (run.sh sets it); skipped without one.
 'use strict';
 
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { spawn } = require('node:child_process');
-const fs = require('node:fs');
-const os = require('node:os');
-const path = require('node:path');
 const h = require('./helpers');
-const { freePort } = require('../free-port');
 
 const BIN = process.env.CHATD_BIN;
 const T = { timeout: 60000, skip: BIN ? false : 'CHATD_BIN not set' };
 
-let browser, dir, port, server;
-
-// startServer runs the binary on its own port and store, resolving once
-// /healthz answers.
-async function startServer() {
-  const log = fs.openSync(path.join(dir, 'chatd.log'), 'a');
-  server = spawn(BIN, [], {
-    env: { ...process.env, PORT: String(port), ADDR: '127.0.0.1', SQLITE_PATH: path.join(dir, 'chat.db'), DATABASE_URL: '' },
-    stdio: ['ignore', log, log],
-  });
-  fs.closeSync(log);
-  const deadline = Date.now() + 15000;
-  while (Date.now() < deadline) {
-    try {
-      const res = await fetch(`http://127.0.0.1:${port}/healthz`);
-      if (res.ok) return;
-    } catch { /* not up yet */ }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error('server did not become healthy; see ' + path.join(dir, 'chatd.log'));
-}
-
-async function stopServer() {
-  if (!server || server.exitCode !== null) return;
-  const exited = new Promise((r) => server.once('exit', r));
-  server.kill('SIGTERM');
-  const timer = setTimeout(() => server.kill('SIGKILL'), 8000);
-  await exited;
-  clearTimeout(timer);
-}
+let browser, srv;
+const opened = [];
 
 before(async () => {
   if (!BIN) return;
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'chat-e2e-restart-'));
-  port = await freePort([Number(new URL(h.BASE_URL).port)]);
-  await startServer();
+  srv = new h.OwnServer(BIN);
+  await srv.start();
   browser = await h.launch();
 });
 
 after(async () => {
+  for (const o of opened) await o.context.close().catch(() => {});
   if (browser) await browser.close();
-  await stopServer();
-  if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  if (srv) await srv.close();
 });
 
-test('after a server restart the page reconnects and is still logged in', T, async () => {
+async function open(options) {
+  const o = await h.openPage(browser, options, srv.url + '/');
+  opened.push(o);
+  return o;
+}
+
+test('after a server restart the page reconnects, still logged in, and sends what waited in the outbox', T, async () => {
   const me = h.uniqueName('fay');
-  const o = await h.openPage(browser, {}, `http://127.0.0.1:${port}/`);
-  const { page } = o;
+  const friend = h.uniqueName('hal');
+  const A = await open();
+  const B = await open();
+  const { page } = A;
   await h.register(page, me);
+  await h.register(B.page, friend);
   await h.send(page, 'before the restart');
-  await h.message(page, 'before the restart', me).waitFor();
+  await h.confirmed(page, 'before the restart', me).waitFor();
   await page.locator('#chat .status[data-state="connected"]').waitFor();
 
-  await stopServer();
+  await srv.stop();
   await page.locator('#chat .status[data-state="reconnecting"]').waitFor();
+  await page.locator('#chat .status').getByText(/Reconnecting \(attempt \d+\)/).first().waitFor();
   assert.equal(await page.isVisible('#chat'), true, 'the chat stays on screen');
-  await page.fill('#text', 'typed while offline');
-  assert.equal(await page.isDisabled('#send'), true, 'nothing can be sent while offline');
+  await page.locator('#hint.waiting').waitFor();
 
-  await startServer();
+  // The composer keeps working: messages wait in the outbox, greyed.
+  const texts = ['typed while offline', 'and a second one'];
+  for (const t of texts) {
+    await page.fill('#text', t);
+    assert.equal(await page.isDisabled('#send'), false, 'Send works while offline');
+    await page.press('#text', 'Enter');
+  }
+  await h.pending(page).nth(1).waitFor();
+  assert.deepEqual(await h.pending(page).locator('.text').allTextContents(), texts, 'both shown as pending, in order');
+  assert.equal(await h.pending(page).locator('.clock').count(), 2, 'each has a clock');
+  const stored = await page.evaluate(() => Object.values(JSON.parse(localStorage.getItem('chat.outbox') || '{}')).map((e) => e.text));
+  assert.deepEqual(stored.sort(), texts.slice().sort(), 'the outbox is in localStorage');
+  await h.screenshot(page, 'chat-pending').then(({ buffer }) => {
+    assert.ok(h.looksStyled(h.imageStats(buffer)), 'chat-pending looks styled');
+  });
+
+  // The browser says it is offline: so does the page; back online, it retries.
+  await A.context.setOffline(true);
+  await page.locator('#chat .status[data-state="offline"]').waitFor();
+  await A.context.setOffline(false);
+  await page.locator('#chat .status[data-state="reconnecting"]').waitFor();
+
+  await srv.start(); // same port, same SQLite file
   await page.locator('#chat .status[data-state="connected"]').waitFor({ timeout: 20000 });
   await h.onlineUser(page, me).waitFor({ timeout: 10000 });
-  await page.waitForFunction(() => !document.getElementById('send').disabled);
-  assert.equal(await page.inputValue('#text'), 'typed while offline', 'the draft survives');
-  await page.press('#text', 'Enter');
-  await h.message(page, 'typed while offline', me).waitFor();
-  const shown = await h.shownMessages(page);
-  assert.ok(shown.some(([u, m]) => u === me && m === 'before the restart'), 'the history came back');
-  assert.deepEqual(o.problems.dialogs, []);
-  await o.context.close();
+  for (const t of texts) {
+    for (const p of [page, B.page]) await h.confirmed(p, t, me).waitFor({ timeout: 15000 });
+  }
+  await h.pending(page).first().waitFor({ state: 'detached' });
+  await page.waitForFunction(() => !localStorage.getItem('chat.outbox'), null, { timeout: 5000 });
+  for (const p of [page, B.page]) {
+    for (const t of texts) assert.equal(await h.message(p, t, me).count(), 1, `"${t}" shown once`);
+    assert.equal(await h.pending(p).count(), 0, 'no pending marker left');
+    const shown = await h.shownMessages(p);
+    assert.ok(shown.some(([u, m]) => u === me && m === 'before the restart'), 'the history is still there');
+    const ids = await p.$$eval('#messages .msg', (els) => els.map((e) => Number(e.dataset.id)));
+    assert.deepEqual(ids, ids.slice().sort((a, b) => a - b), 'ordered by id');
+    assert.equal(new Set(ids).size, ids.length, 'no id twice');
+  }
+  assert.equal(await page.locator('#me-name').textContent(), me, 'still logged in, no password asked');
+
+  // The database has each once: a newcomer's history.
+  const C = await open();
+  await h.register(C.page, h.uniqueName('ivy'));
+  await h.message(C.page, texts[1], me).waitFor();
+  for (const t of texts) assert.equal(await h.confirmed(C.page, t, me).count(), 1, `"${t}" stored once`);
+
+  for (const o of [A, B, C]) assert.deepEqual(o.problems.dialogs, []);
+  for (const o of [A, B, C]) await o.context.close();
 });
 
-test('if the server no longer knows the user, the page asks to log in again', T, async () => {
+test('if the server no longer knows the session, the page asks to log in again', T, async () => {
   const me = h.uniqueName('gus');
-  const o = await h.openPage(browser, {}, `http://127.0.0.1:${port}/`);
+  const o = await open();
   const { page } = o;
   await h.register(page, me);
-  await stopServer();
+  await srv.stop();
   await page.locator('#chat .status[data-state="reconnecting"]').waitFor();
   // A backup whose database lacks the account: start on an empty store.
-  for (const f of fs.readdirSync(dir)) if (f.startsWith('chat.db')) fs.rmSync(path.join(dir, f));
-  await startServer();
+  srv.wipe();
+  await srv.start();
   await page.locator('#auth').waitFor({ state: 'visible', timeout: 20000 });
   assert.match(await page.textContent('#auth-notice'), /log in again/i);
   assert.equal(await page.inputValue('#username'), me, 'the name is filled in');
   assert.equal(await page.evaluate(() => document.activeElement.id), 'password');
+  assert.equal(await h.storedSession(page), null, 'the dead session is forgotten');
   await o.context.close();
 });

@@ -83,6 +83,18 @@ test('the chat screen renders styled, wide, narrow and dark', T, async () => {
     const overflow = await B.page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
     assert.ok(overflow <= 0, 'no sideways scrolling at phone width');
 
+    // A refused message in the composer area, at phone width.
+    await B.page.click('#users-toggle');
+    await B.page.$eval('#text', (t) => t.removeAttribute('maxlength'));
+    await B.page.fill('#text', 'This one is far too long. '.repeat(80));
+    await B.page.press('#text', 'Enter');
+    await h.failed(B.page).waitFor();
+    const failedShot = await h.screenshot(B.page, 'chat-phone-failed');
+    assertStyled('chat-phone-failed', failedShot.buffer);
+    const box = await h.failed(B.page).getByRole('button', { name: 'Discard' }).boundingBox();
+    assert.ok(box && box.x + box.width <= 375, 'the Discard button is on screen: ' + JSON.stringify(box));
+    assert.ok(await B.page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth), 'no sideways scrolling');
+
     for (const o of [A, B]) assert.deepEqual(o.problems, { dialogs: [], errors: [] });
   } finally {
     await A.context.close();

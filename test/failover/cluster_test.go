@@ -1,0 +1,294 @@
+// Package failover runs the deployment of the report's section 3.1 for real:
+// the chat binary as primary and backup on one PostgreSQL, behind nginx with
+// the repository's nginx.conf, and breaks it while clients chat.
+package failover
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/chatd/chat/internal/testpg"
+)
+
+// Heartbeat settings under test: a hung server is noticed by clients after
+// PING_INTERVAL + PING_TIMEOUT, and nginx.conf's proxy_read_timeout must stay
+// above PING_INTERVAL. See nginx.conf and the README's failover section.
+const (
+	pingInterval = "4s"
+	pingTimeout  = "4s"
+)
+
+// cluster is a primary, a backup and nginx in front of them.
+type cluster struct {
+	t     *testing.T
+	dir   string
+	bin   string
+	dsn   string
+	ports map[string]int // primary, backup, nginx
+
+	mu    sync.Mutex
+	procs map[string]*proc
+}
+
+type proc struct {
+	cmd  *exec.Cmd
+	logs *logBuf
+	done chan struct{}
+}
+
+type logBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func repoRoot(t *testing.T) string {
+	t.Helper()
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return root
+}
+
+// nginxPath finds nginx, installing it under CI (scripts/ensure-nginx.sh).
+func nginxPath(t *testing.T) string {
+	t.Helper()
+	if p, err := exec.LookPath("nginx"); err == nil {
+		return p
+	}
+	for _, p := range []string{"/usr/sbin/nginx", "/usr/local/sbin/nginx"} {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	if os.Getenv("CI") == "true" {
+		out, err := exec.Command("bash", filepath.Join(repoRoot(t), "scripts/ensure-nginx.sh")).CombinedOutput()
+		if err != nil {
+			t.Fatalf("installing nginx: %v\n%s", err, out)
+		}
+		return strings.TrimSpace(string(out[strings.LastIndexByte(strings.TrimSpace(string(out)), '\n')+1:]))
+	}
+	t.Skip("nginx is not installed: run scripts/ensure-nginx.sh (scripts/test.sh does)")
+	return ""
+}
+
+func newCluster(t *testing.T) *cluster {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("failover tests take a minute; skipped with -short")
+	}
+	ngx := nginxPath(t)
+	c := &cluster{
+		t:     t,
+		dir:   t.TempDir(),
+		dsn:   testpg.New(t),
+		ports: map[string]int{"primary": freePort(t), "backup": freePort(t), "nginx": freePort(t)},
+		procs: map[string]*proc{},
+	}
+	os.Chmod(c.dir, 0o755) // nginx workers run as nobody when started by root
+	c.bin = filepath.Join(c.dir, "chatd")
+	build := exec.Command("go", "build", "-o", c.bin, ".")
+	build.Dir = repoRoot(t)
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	c.start("primary")
+	c.start("backup")
+	c.startNginx(ngx)
+	t.Cleanup(c.stopAll)
+	return c
+}
+
+func (c *cluster) url() string { return fmt.Sprintf("http://127.0.0.1:%d", c.ports["nginx"]) }
+
+func (c *cluster) start(name string) {
+	c.t.Helper()
+	cmd := exec.Command(c.bin)
+	cmd.Env = append(os.Environ(),
+		"PORT="+fmt.Sprint(c.ports[name]), "ADDR=127.0.0.1",
+		"DATABASE_URL="+c.dsn, "HISTORY_LIMIT=0",
+		"PING_INTERVAL="+pingInterval, "PING_TIMEOUT="+pingTimeout,
+		"LOG_LEVEL=info",
+		// The cheapest bcrypt: 50 users register at once, and this test
+		// is about failover, not password hashing.
+		"BCRYPT_COST=4")
+	logs := &logBuf{}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		c.t.Fatal(err)
+	}
+	p := &proc{cmd: cmd, logs: logs, done: make(chan struct{})}
+	go func() { cmd.Wait(); close(p.done) }()
+	c.mu.Lock()
+	c.procs[name] = p
+	c.mu.Unlock()
+	waitHTTP(c.t, fmt.Sprintf("http://127.0.0.1:%d/healthz", c.ports[name]), p.done)
+}
+
+func (c *cluster) startNginx(bin string) {
+	c.t.Helper()
+	conf, err := os.ReadFile(filepath.Join(repoRoot(c.t), "nginx.conf"))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	s := string(conf)
+	for old, new := range map[string]string{
+		"127.0.0.1:3000": fmt.Sprintf("127.0.0.1:%d", c.ports["primary"]),
+		"127.0.0.1:3001": fmt.Sprintf("127.0.0.1:%d", c.ports["backup"]),
+		"listen 80;":     fmt.Sprintf("listen 127.0.0.1:%d;", c.ports["nginx"]),
+	} {
+		if !strings.Contains(s, old) {
+			c.t.Fatalf("nginx.conf has no %q to rewrite", old)
+		}
+		s = strings.ReplaceAll(s, old, new)
+	}
+	prefix := filepath.Join(c.dir, "nginx")
+	os.MkdirAll(filepath.Join(prefix, "logs"), 0o777)
+	os.Chmod(prefix, 0o777)
+	if err := os.WriteFile(filepath.Join(prefix, "nginx.conf"), []byte(s), 0o644); err != nil {
+		c.t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-p", prefix, "-c", filepath.Join(prefix, "nginx.conf"),
+		"-g", fmt.Sprintf("daemon off; pid %s/nginx.pid; error_log %s/error.log;", prefix, prefix))
+	logs := &logBuf{}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	// Its own process group, so stopAll ends the workers with the master.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		c.t.Fatal(err)
+	}
+	p := &proc{cmd: cmd, logs: logs, done: make(chan struct{})}
+	go func() { cmd.Wait(); close(p.done) }()
+	c.mu.Lock()
+	c.procs["nginx"] = p
+	c.mu.Unlock()
+	waitHTTP(c.t, c.url()+"/healthz", p.done)
+}
+
+func waitHTTP(t *testing.T, url string, died <-chan struct{}) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-died:
+			t.Fatalf("process for %s exited during start-up", url)
+		default:
+		}
+		resp, err := http.Get(url)
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("%s not ready within 20 s", url)
+}
+
+func (c *cluster) signal(name string, sig syscall.Signal) {
+	c.mu.Lock()
+	p := c.procs[name]
+	c.mu.Unlock()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		c.t.Fatalf("signal %s: %v", name, err)
+	}
+}
+
+// waitExit waits for name to exit and reports how long it took.
+func (c *cluster) waitExit(name string, limit time.Duration) {
+	c.t.Helper()
+	c.mu.Lock()
+	p := c.procs[name]
+	c.mu.Unlock()
+	select {
+	case <-p.done:
+	case <-time.After(limit):
+		c.t.Fatalf("%s did not exit within %v", name, limit)
+	}
+}
+
+func (c *cluster) logs(name string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.procs[name].logs.String()
+}
+
+func (c *cluster) stopAll() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for name, p := range c.procs {
+		p.cmd.Process.Signal(syscall.SIGCONT)
+		if name == "nginx" {
+			// SIGTERM lets the master reap its workers; killing it
+			// outright leaves them as zombies of pid 1.
+			p.cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-p.done:
+			case <-time.After(3 * time.Second):
+				syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+			}
+		} else {
+			p.cmd.Process.Kill()
+		}
+		<-p.done
+		if c.t.Failed() {
+			c.t.Logf("--- %s log (last 40 lines) ---\n%s", name, tail(p.logs.String(), 40))
+		}
+	}
+	if c.t.Failed() {
+		if b, err := os.ReadFile(filepath.Join(c.dir, "nginx", "error.log")); err == nil {
+			c.t.Logf("--- nginx error.log ---\n%s", tail(string(b), 30))
+		}
+	}
+}
+
+func tail(s string, n int) string {
+	var lines []string
+	sc := bufio.NewScanner(strings.NewReader(s))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+	}
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+var _ = context.Background
