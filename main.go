@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -28,6 +29,7 @@ import (
 	"github.com/chatd/chat/bus/pgbus"
 	"github.com/chatd/chat/public"
 	"github.com/chatd/chat/server"
+	"github.com/chatd/chat/server/limit"
 	"github.com/chatd/chat/store"
 	"github.com/chatd/chat/store/postgres"
 	"github.com/chatd/chat/store/sqlite"
@@ -55,6 +57,9 @@ type config struct {
 	pingTimeout  time.Duration
 	publicDir    string
 	sessionTTL   time.Duration
+	limits       server.Limits
+	trusted      string
+	origins      string
 	logFormat    string
 	logLevel     string
 }
@@ -79,6 +84,24 @@ func parseFlags(args []string) (config, error) {
 		"how long after a missed heartbeat a peer counts as gone (env PING_TIMEOUT)")
 	fs.DurationVar(&c.sessionTTL, "session-ttl", envDuration("SESSION_TTL", 7*24*time.Hour),
 		"how long a login token lets a client resume without the password (env SESSION_TTL)")
+	fs.Float64Var(&c.limits.AuthPerIP, "auth-rate-per-ip", envFloat("AUTH_RATE_PER_IP", 5),
+		"login+register attempts per second per client address; negative disables (env AUTH_RATE_PER_IP)")
+	fs.IntVar(&c.limits.AuthBurstPerIP, "auth-burst-per-ip", envInt("AUTH_BURST_PER_IP", 500),
+		"attempts one address may make at once before the rate applies (env AUTH_BURST_PER_IP)")
+	fs.Float64Var(&c.limits.LoginPerUser, "login-rate-per-user", envFloat("LOGIN_RATE_PER_USER", 0.2),
+		"login attempts per second on one username, from anywhere; negative disables (env LOGIN_RATE_PER_USER)")
+	fs.IntVar(&c.limits.LoginBurstPerUser, "login-burst-per-user", envInt("LOGIN_BURST_PER_USER", 10),
+		"login attempts on one username allowed at once (env LOGIN_BURST_PER_USER)")
+	fs.Float64Var(&c.limits.MessagesPerUser, "message-rate", envFloat("MESSAGE_RATE", 10),
+		"messages per second per user; negative disables (env MESSAGE_RATE)")
+	fs.IntVar(&c.limits.MessageBurst, "message-burst", envInt("MESSAGE_BURST", 30),
+		"messages a user may send at once, e.g. an outbox after a reconnect (env MESSAGE_BURST)")
+	fs.IntVar(&c.limits.ConnsPerIP, "max-conns-per-ip", envInt("MAX_CONNS_PER_IP", 1000),
+		"concurrent connections per client address; negative disables (env MAX_CONNS_PER_IP)")
+	fs.StringVar(&c.trusted, "trusted-proxies", env("TRUSTED_PROXIES", "127.0.0.0/8,::1/128"),
+		"proxies (CIDRs) whose X-Forwarded-For names the client (env TRUSTED_PROXIES)")
+	fs.StringVar(&c.origins, "allowed-origins", env("ALLOWED_ORIGINS", ""),
+		"comma-separated browser origins allowed besides the server's own, or * (env ALLOWED_ORIGINS)")
 	fs.StringVar(&c.publicDir, "public-dir", env("PUBLIC_DIR", ""),
 		"serve the browser client from this directory instead of the built-in one (env PUBLIC_DIR)")
 	fs.StringVar(&c.logFormat, "log-format", env("LOG_FORMAT", "text"), "text or json (env LOG_FORMAT)")
@@ -88,6 +111,16 @@ func parseFlags(args []string) (config, error) {
 	}
 	if c.historyLimit < 0 {
 		return c, errors.New("-history-limit must be 0 (all) or more")
+	}
+	trusted, err := limit.ParsePrefixes(c.trusted)
+	if err != nil {
+		return c, fmt.Errorf("-trusted-proxies: %w", err)
+	}
+	c.limits.TrustedProxies = trusted
+	for _, o := range strings.Split(c.origins, ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			c.limits.AllowedOrigins = append(c.limits.AllowedOrigins, o)
+		}
 	}
 	return c, nil
 }
@@ -139,6 +172,7 @@ func run(args []string) error {
 		PingInterval:      cfg.pingInterval,
 		PingTimeout:       cfg.pingTimeout,
 		SessionTTL:        cfg.sessionTTL,
+		Limits:            cfg.limits,
 		Bus:               b,
 		Public:            page,
 	}, st, log)
@@ -248,6 +282,16 @@ func envInt(key string, def int) int {
 			return n
 		}
 		fmt.Fprintf(os.Stderr, "chatd: ignoring %s=%q: not a whole number\n", key, v)
+	}
+	return def
+}
+
+func envFloat(key string, def float64) float64 {
+	if v := env(key, ""); v != "" {
+		if f, err := strconv.ParseFloat(v, 64); err == nil {
+			return f
+		}
+		fmt.Fprintf(os.Stderr, "chatd: ignoring %s=%q: not a number\n", key, v)
 	}
 	return def
 }

@@ -25,6 +25,9 @@ type Event struct {
 	ID int64 `json:"id,omitempty"`
 	// Origin is the publishing server's id, so it can skip its own events.
 	Origin string `json:"o"`
+	// Sent is when it was published (Unix nanoseconds), for the bus lag
+	// metric.
+	Sent int64 `json:"t,omitempty"`
 }
 
 // Handler receives events from the bus, one call at a time.

@@ -72,6 +72,13 @@ func (ss *session) username() string {
 func (s *Server) onConnection(sock *socket.Socket) {
 	sid := string(sock.Id())
 	log := s.log.With("sid", sid)
+	ip := s.guard.clientKey(sock.Request().Request())
+	if s.guard.conns != nil && !s.guard.conns.Acquire(ip) {
+		s.met.rejections.WithLabelValues("connections_per_ip").Inc()
+		log.Warn("refused a connection: too many from one address", "ip", ip, "max", s.guard.cfg.ConnsPerIP)
+		sock.Disconnect(true)
+		return
+	}
 	ss := &session{}
 	c := &client{
 		send: func(ev string, args ...any) { sock.Emit(ev, args...) },
@@ -85,12 +92,15 @@ func (s *Server) onConnection(sock *socket.Socket) {
 
 	// Handlers are registered before anything is awaited, so no event the
 	// client sends right after connecting is dropped.
-	sock.On("register", func(args ...any) { s.onRegister(log, args) })
-	sock.On("login", func(args ...any) { s.onLogin(log, ss, args) })
+	sock.On("register", func(args ...any) { s.onRegister(log, ip, args) })
+	sock.On("login", func(args ...any) { s.onLogin(log, ip, ss, args) })
 	sock.On("logout", func(args ...any) { s.onLogout(log, ss, args) })
 	sock.On("send message", func(args ...any) { s.onSend(log, ss, sock, args) })
 	sock.On("load older messages", func(args ...any) { s.onOlder(log, args) })
 	sock.On("disconnect", func(args ...any) {
+		if s.guard.conns != nil {
+			s.guard.conns.Release(ip)
+		}
 		s.hub.leave(c)
 		if user, _ := ss.unbind(s.online, true); user != "" {
 			log.Info("logged-in socket disconnected", "user", user)
@@ -106,6 +116,7 @@ func (s *Server) onConnection(sock *socket.Socket) {
 		defer cancel()
 		history, err := s.store.RecentMessages(ctx, s.cfg.HistoryLimit)
 		if err != nil {
+			s.met.storeErrors.WithLabelValues("history").Inc()
 			log.Error("loading history", "err", err)
 			history = []store.Message{}
 		}
@@ -148,8 +159,14 @@ func (s *Server) storeCtx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(s.ctx, s.cfg.StoreTimeout)
 }
 
-func (s *Server) onRegister(log *slog.Logger, args []any) {
+func (s *Server) onRegister(log *slog.Logger, ip string, args []any) {
 	args, ack := splitAck(args)
+	if !allow(s.guard.authIP, ip) {
+		s.met.rejections.WithLabelValues("auth_per_ip").Inc()
+		log.Warn("register refused: rate limit", "ip", ip)
+		ack(fail(msgTooManyAttempts))
+		return
+	}
 	username, password, err := credentials(args)
 	if err == nil {
 		err = validUsername(username)
@@ -182,6 +199,7 @@ func (s *Server) onRegister(log *slog.Logger, args []any) {
 	case errors.Is(err, store.ErrConflict):
 		ack(fail(msgUsernameTaken))
 	case err != nil:
+		s.met.storeErrors.WithLabelValues("register").Inc()
 		log.Error("storing new user", "user", logName(username), "err", err)
 		ack(fail(msgRegisterError))
 	default:
@@ -190,12 +208,24 @@ func (s *Server) onRegister(log *slog.Logger, args []any) {
 	}
 }
 
-func (s *Server) onLogin(log *slog.Logger, ss *session, args []any) {
+func (s *Server) onLogin(log *slog.Logger, ip string, ss *session, args []any) {
 	args, ack := splitAck(args)
+	if !allow(s.guard.authIP, ip) {
+		s.met.rejections.WithLabelValues("auth_per_ip").Inc()
+		log.Warn("login refused: rate limit", "ip", ip)
+		ack(fail(msgTooManyAttempts))
+		return
+	}
 	username, password, err := credentials(args)
 	if err != nil {
 		log.Info("login refused", "reason", err.Error())
 		ack(fail(publicMessage(err, msgInvalidLogin)))
+		return
+	}
+	if !allow(s.guard.authUser, username) {
+		s.met.rejections.WithLabelValues("login_per_user").Inc()
+		log.Warn("login refused: too many attempts on this user", "user", logName(username), "ip", ip)
+		ack(fail(msgTooManyAttempts))
 		return
 	}
 	ctx, cancel := s.storeCtx()
@@ -206,6 +236,7 @@ func (s *Server) onLogin(log *slog.Logger, ss *session, args []any) {
 	case errors.Is(err, store.ErrNotFound):
 		hash = s.dummyHash
 	case err != nil:
+		s.met.storeErrors.WithLabelValues("login").Inc()
 		log.Error("reading user", "err", err)
 		ack(fail(msgUnavailable))
 		return
@@ -223,7 +254,8 @@ func (s *Server) onLogin(log *slog.Logger, ss *session, args []any) {
 		return
 	}
 	if mismatch != nil || err != nil {
-		log.Info("login failed", "user", logName(username))
+		s.met.logins.WithLabelValues("failed").Inc()
+		log.Info("login failed", "user", logName(username), "ip", ip)
 		ack(fail(msgInvalidLogin))
 		return
 	}
@@ -246,6 +278,7 @@ func (s *Server) onLogin(log *slog.Logger, ss *session, args []any) {
 	if err := s.online.waitSent(s.ctx, v); err != nil {
 		return
 	}
+	s.met.logins.WithLabelValues("ok").Inc()
 	log.Info("logged in", "user", username)
 	if token == "" {
 		ack(ok())
@@ -280,6 +313,13 @@ func (s *Server) onSend(log *slog.Logger, ss *session, sock *socket.Socket, args
 		ack(fail(msgSendNotLoggedIn))
 		return
 	}
+	if !allow(s.guard.msgs, user) {
+		s.met.rejections.WithLabelValues("messages_per_user").Inc()
+		log.Warn("message refused: rate limit", "user", user)
+		ack(fail(msgTooFast))
+		return
+	}
+	start := time.Now()
 	text, clientID, err := outgoing(args, s.cfg.MaxMessageLen)
 	if err != nil {
 		log.Info("message refused", "user", user, "reason", err.Error())
@@ -290,8 +330,9 @@ func (s *Server) onSend(log *slog.Logger, ss *session, sock *socket.Socket, args
 	// sender disconnects mid-send is still stored and delivered.
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StoreTimeout)
 	defer cancel()
-	m, _, err := s.store.AddMessage(ctx, store.Message{Content: text, Username: user, ClientID: clientID})
+	m, created, err := s.store.AddMessage(ctx, store.Message{Content: text, Username: user, ClientID: clientID})
 	if err != nil {
+		s.met.storeErrors.WithLabelValues("send").Inc()
 		log.Error("storing message", "user", user, "err", err)
 		ack(fail(msgUnavailable))
 		return
@@ -300,14 +341,18 @@ func (s *Server) onSend(log *slog.Logger, ss *session, sock *socket.Socket, args
 	// resend (created false) is still delivered by a server that never did:
 	// when a server dies between commit and broadcast, the client's resend
 	// through the backup is how everyone gets the message.
+	if created {
+		s.met.stored.Inc()
+	}
 	if s.relay.markSeen(m.ID) {
 		s.hub.broadcast(m)
-		if err := s.cfg.Bus.Publish(ctx, bus.Event{Kind: bus.KindMessage, ID: m.ID, Origin: s.id}); err != nil {
+		if err := s.cfg.Bus.Publish(ctx, bus.Event{Kind: bus.KindMessage, ID: m.ID, Origin: s.id, Sent: time.Now().UnixNano()}); err != nil {
 			// Other servers' users get it on the bus's next resync.
 			log.Error("announcing message", "id", m.ID, "err", err)
 		}
 	}
 	ack(ok("id", m.ID))
+	s.met.ackLatency.Observe(time.Since(start).Seconds())
 }
 
 // onOlder answers `load older messages` {before, limit}: the page of history
@@ -323,6 +368,7 @@ func (s *Server) onOlder(log *slog.Logger, args []any) {
 	defer cancel()
 	ms, err := s.store.MessagesBefore(ctx, before, limit)
 	if err != nil {
+		s.met.storeErrors.WithLabelValues("older").Inc()
 		log.Error("reading older messages", "err", err)
 		ack(fail(msgUnavailable))
 		return

@@ -20,6 +20,9 @@ const maxPending = 1024
 // a newcomer sees every message exactly once, with no gap between history
 // and live traffic, and `load all messages` stays its first event.
 type hub struct {
+	// onDeliver counts deliveries (metrics); set before use.
+	onDeliver func(n int)
+
 	mu sync.RWMutex
 	// clients is guarded by mu.
 	clients map[*client]struct{}
@@ -76,20 +79,23 @@ func (c *client) goLive(inHistory map[int64]bool) {
 	c.pending = nil
 }
 
-// deliver sends m to c, or holds it while c's history is on its way.
-func (c *client) deliver(m store.Message, payload any) {
+// deliver sends m to c, or holds it while c's history is on its way, and
+// reports whether it sent it now.
+func (c *client) deliver(m store.Message, payload any) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch {
 	case c.gone:
 	case c.live:
 		c.send("new message", payload)
+		return true
 	case len(c.pending) >= maxPending:
 		c.gone = true
 		go c.close("too many messages while loading history")
 	default:
 		c.pending = append(c.pending, m)
 	}
+	return false
 }
 
 // broadcast delivers m to every connected socket, logged in or not.
@@ -101,8 +107,14 @@ func (h *hub) broadcast(m store.Message) {
 		clients = append(clients, c)
 	}
 	h.mu.RUnlock()
+	n := 0
 	for _, c := range clients {
-		c.deliver(m, payload)
+		if c.deliver(m, payload) {
+			n++
+		}
+	}
+	if h.onDeliver != nil {
+		h.onDeliver(n)
 	}
 }
 

@@ -102,6 +102,13 @@ func (o *online) changedLocked() uint64 {
 	return o.version
 }
 
+// list returns this server's logged-in users.
+func (o *online) list() []string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return slices.Clone(o.order)
+}
+
 // current returns the version of the local list as it is now.
 func (o *online) current() uint64 {
 	o.mu.Lock()
@@ -203,7 +210,7 @@ func (o *online) sync(ctx context.Context, local []string, written map[string]bo
 func (o *online) publish(ctx context.Context) {
 	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	if err := o.bus.Publish(pctx, bus.Event{Kind: bus.KindPresence, Origin: o.serverID}); err != nil {
+	if err := o.bus.Publish(pctx, bus.Event{Kind: bus.KindPresence, Origin: o.serverID, Sent: time.Now().UnixNano()}); err != nil {
 		o.log.Warn("announcing presence change", "err", err)
 	}
 }

@@ -51,6 +51,9 @@ func (r *relay) HandleEvent(e bus.Event) {
 	if e.Origin == r.s.id {
 		return
 	}
+	if e.Sent > 0 {
+		r.s.met.busLag.Observe(time.Since(time.Unix(0, e.Sent)).Seconds())
+	}
 	switch e.Kind {
 	case bus.KindPresence:
 		r.s.online.signal()

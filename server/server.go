@@ -14,9 +14,12 @@ import (
 
 	"github.com/chatd/chat/bus"
 	"github.com/chatd/chat/server/clientjs"
+	"github.com/chatd/chat/server/pollfix"
 	"github.com/chatd/chat/store"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/zishang520/socket.io/servers/engine/v3"
 	"github.com/zishang520/socket.io/servers/socket/v3"
+	"github.com/zishang520/socket.io/v3/pkg/types"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -49,6 +52,8 @@ type Config struct {
 	// ServerID names this process on the bus and in the presence table.
 	// Default: random.
 	ServerID string
+	// Limits are the abuse limits; zero fields take their defaults.
+	Limits Limits
 	// Public is the browser client served at /. Nil serves nothing there.
 	Public fs.FS
 }
@@ -81,6 +86,7 @@ func (c *Config) setDefaults() {
 	if c.Bus == nil {
 		c.Bus = bus.Local{}
 	}
+	c.Limits.setDefaults()
 	if c.ServerID == "" {
 		var b [6]byte
 		rand.Read(b[:])
@@ -99,6 +105,8 @@ type Server struct {
 	id     string // cfg.ServerID
 	io     *socket.Server
 	relay  *relay
+	guard  *guard
+	met    *metrics
 	engine engine.Server
 	gate   *connectGate
 	hub    *hub
@@ -153,6 +161,13 @@ func New(cfg Config, st store.Store, log *slog.Logger) (*Server, error) {
 	opts.SetPingTimeout(cfg.PingTimeout)
 	opts.SetMaxHttpBufferSize(cfg.MaxHTTPBufferSize)
 	opts.SetConnectTimeout(10 * time.Second)
+	if len(cfg.Limits.AllowedOrigins) > 0 {
+		// Other origins are allowed: the library must then answer CORS
+		// and accept their WebSocket upgrades (gorilla refuses any
+		// cross-origin upgrade by default). Which origins may is decided
+		// before the engine, by guard.checkOrigin.
+		opts.SetCors(&types.Cors{Origin: func(string) bool { return true }, Credentials: true})
+	}
 	opts.SetPath("/socket.io")
 	s.io = socket.NewServer(nil, opts)
 	// The engine is built here rather than by ServeHandler so that the
@@ -162,6 +177,9 @@ func New(cfg Config, st store.Store, log *slog.Logger) (*Server, error) {
 	s.engine.On("connection", s.gate.attach)
 	s.io.Bind(s.engine)
 
+	s.guard = newGuard(cfg.Limits)
+	s.met = newMetrics(s)
+	s.hub.onDeliver = func(n int) { s.met.delivered.Add(float64(n)) }
 	presence, _ := st.(store.Presence)
 	s.online = newOnline(func(users []string) {
 		s.io.Sockets().Emit("get users", users)
@@ -206,7 +224,15 @@ func (s *Server) withBcrypt(fn func()) error {
 // /socket.io/, the health probes, and the browser client at /.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("/socket.io/", s.engine)
+	// The origin check comes first; pollfix then closes the library's hole
+	// for malformed polling payloads (see package pollfix).
+	mux.Handle("/socket.io/", s.guard.checkOrigin(
+		pollfix.Wrap(s.engine, s.cfg.MaxHTTPBufferSize, s.log),
+		func(origin string) {
+			s.met.rejections.WithLabelValues("origin").Inc()
+			s.log.Warn("refused a connection from another site's page", "origin", logName(origin))
+		}))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.met.reg, promhttp.HandlerOpts{}))
 	bundle := clientjs.Handler()
 	for _, p := range clientjs.Paths() {
 		mux.Handle(p, bundle)

@@ -32,6 +32,8 @@ const (
 	msgBadClientID     = "Message id must be a string of 1 to 128 characters"
 	msgSessionExpired  = "Session expired, please log in again"
 	msgBadPage         = "Expected {before: message id, limit: 1 to 100}"
+	msgTooManyAttempts = "Too many attempts, please wait a minute and try again"
+	msgTooFast         = "You are sending messages too fast; please slow down"
 )
 
 // Limits on client input.

@@ -1,0 +1,61 @@
+package server
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the server's Prometheus instruments, registered on their own
+// registry so that two servers in one test process do not collide.
+type metrics struct {
+	reg *prometheus.Registry
+
+	stored      prometheus.Counter
+	delivered   prometheus.Counter
+	ackLatency  prometheus.Histogram
+	rejections  *prometheus.CounterVec
+	storeErrors *prometheus.CounterVec
+	busLag      prometheus.Histogram
+	logins      *prometheus.CounterVec
+}
+
+func newMetrics(s *Server) *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		stored: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "chat_messages_stored_total", Help: "Messages committed to the store by this server.",
+		}),
+		delivered: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "chat_messages_delivered_total", Help: "`new message` events handed to sockets of this server.",
+		}),
+		ackLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "chat_send_ack_seconds",
+			Help:    "Time from receiving `send message` to acknowledging it (store commit included).",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}),
+		rejections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chat_rate_limited_total", Help: "Requests refused by an abuse limit, by limit.",
+		}, []string{"limit"}),
+		storeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chat_store_errors_total", Help: "Store operations that failed, by operation.",
+		}, []string{"op"}),
+		busLag: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "chat_bus_lag_seconds",
+			Help:    "Time from another server publishing an event to this server receiving it.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1},
+		}),
+		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chat_logins_total", Help: "Login attempts by outcome.",
+		}, []string{"outcome"}),
+	}
+	m.reg.MustRegister(m.stored, m.delivered, m.ackLatency, m.rejections, m.storeErrors, m.busLag, m.logins,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "chat_connected_sockets", Help: "Sockets connected to this server.",
+		}, func() float64 { return float64(s.hub.count()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "chat_logged_in_users", Help: "Distinct users logged in on this server.",
+		}, func() float64 { return float64(len(s.online.list())) }),
+		prometheus.NewGoCollector(),
+		prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}),
+	)
+	return m
+}
