@@ -57,6 +57,7 @@ type config struct {
 	pingTimeout  time.Duration
 	publicDir    string
 	sessionTTL   time.Duration
+	lameDuck     time.Duration
 	limits       server.Limits
 	trusted      string
 	origins      string
@@ -102,6 +103,8 @@ func parseFlags(args []string) (config, error) {
 		"proxies (CIDRs) whose X-Forwarded-For names the client (env TRUSTED_PROXIES)")
 	fs.StringVar(&c.origins, "allowed-origins", env("ALLOWED_ORIGINS", ""),
 		"comma-separated browser origins allowed besides the server's own, or * (env ALLOWED_ORIGINS)")
+	fs.DurationVar(&c.lameDuck, "lame-duck", envDuration("LAME_DUCK", 3*time.Second),
+		"on SIGTERM, spread the disconnection of clients over this long so they reconnect elsewhere gradually (env LAME_DUCK)")
 	fs.StringVar(&c.publicDir, "public-dir", env("PUBLIC_DIR", ""),
 		"serve the browser client from this directory instead of the built-in one (env PUBLIC_DIR)")
 	fs.StringVar(&c.logFormat, "log-format", env("LOG_FORMAT", "text"), "text or json (env LOG_FORMAT)")
@@ -203,14 +206,23 @@ func run(args []string) error {
 	case <-ctx.Done():
 	}
 	stop() // a second signal kills the process the default way
-	log.Info("shutting down")
-	// Socket.IO first: it disconnects every socket and ends long polls,
-	// which http.Server.Shutdown would otherwise wait on. Shutdown does not
-	// track hijacked WebSocket connections; Close above ended them.
+	log.Info("shutting down", "lame_duck", cfg.lameDuck)
+	// Stop accepting: Shutdown closes the listener at once, so nginx sends
+	// new connections to the other server, then waits for open requests.
+	shutdownDone := make(chan error, 1)
+	go func() {
+		sctx, cancel := context.WithTimeout(context.Background(), cfg.lameDuck+15*time.Second)
+		defer cancel()
+		shutdownDone <- hs.Shutdown(sctx)
+	}()
+	// Lame duck: hand the connected clients over to the other servers a
+	// few at a time rather than all at once, so they do not reconnect in
+	// one storm (nats-server's lame-duck mode). Then Socket.IO closes what
+	// is left and ends long polls, which Shutdown is waiting on; Shutdown
+	// does not track hijacked WebSocket connections, Close ends them.
+	srv.LameDuck(cfg.lameDuck)
 	srv.Close()
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := hs.Shutdown(sctx); err != nil {
+	if err := <-shutdownDone; err != nil {
 		log.Warn("http shutdown", "err", err)
 	}
 	log.Info("stopped")

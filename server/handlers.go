@@ -83,7 +83,7 @@ func (s *Server) onConnection(sock *socket.Socket) {
 	c := &client{
 		send: func(ev string, args ...any) { sock.Emit(ev, args...) },
 		close: func(reason string) {
-			log.Warn("disconnecting socket", "reason", reason)
+			log.Info("disconnecting socket", "reason", reason)
 			sock.Disconnect(true)
 		},
 	}

@@ -295,5 +295,34 @@ func (s *Server) Close() {
 	})
 }
 
+// LameDuck disconnects the connected sockets in small batches spread over
+// d, so that their clients reconnect to the other servers gradually instead
+// of in one storm, and returns when all are gone or d has passed. Call it
+// after the listener is closed and before Close.
+func (s *Server) LameDuck(d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	s.hub.mu.RLock()
+	clients := make([]*client, 0, len(s.hub.clients))
+	for c := range s.hub.clients {
+		clients = append(clients, c)
+	}
+	s.hub.mu.RUnlock()
+	if len(clients) == 0 {
+		return
+	}
+	const batches = 20
+	per := (len(clients) + batches - 1) / batches
+	pause := d / batches
+	s.log.Info("lame duck: handing clients over", "sockets", len(clients), "over", d)
+	for i := 0; i < len(clients); i += per {
+		for _, c := range clients[i:min(i+per, len(clients))] {
+			c.close("server shutting down")
+		}
+		time.Sleep(pause)
+	}
+}
+
 // Connections returns the number of connected sockets.
 func (s *Server) Connections() int { return s.hub.count() }

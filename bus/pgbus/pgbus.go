@@ -123,8 +123,14 @@ func (b *Bus) Close() error {
 		close(b.done)
 	}
 	b.wg.Wait()
-	if l != nil {
-		return l.Close()
+	if l == nil {
+		return nil
 	}
-	return nil
+	err := l.Close()
+	// run no longer reads Notify, and pq's goroutines may be blocked
+	// sending on it (the handler was behind): unblock them until pq
+	// closes the channel, which it does once they have ended.
+	for range l.Notify {
+	}
+	return err
 }

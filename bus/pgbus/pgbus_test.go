@@ -3,89 +3,67 @@ package pgbus_test
 import (
 	"context"
 	"database/sql"
-	"io"
+	"fmt"
 	"log/slog"
-	"sync"
+	"net/url"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/chatd/chat/bus"
+	"github.com/chatd/chat/bus/bustest"
 	"github.com/chatd/chat/bus/pgbus"
 	"github.com/chatd/chat/internal/testpg"
 )
 
-type recorder struct {
-	mu      sync.Mutex
-	events  []bus.Event
-	resyncs int
-	got     chan struct{}
+func TestContract(t *testing.T) {
+	bustest.Run(t, newBackend)
 }
 
-func (r *recorder) HandleEvent(e bus.Event) {
-	r.mu.Lock()
-	r.events = append(r.events, e)
-	r.mu.Unlock()
-	select {
-	case r.got <- struct{}{}:
-	default:
-	}
+// BenchmarkPublishDeliver: publish on one server, handled on another.
+//
+//	TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable \
+//	go test -run '^$' -bench PublishDeliver -benchtime 3000x -count 3 ./bus/pgbus
+func BenchmarkPublishDeliver(b *testing.B) {
+	bustest.Bench(b, newBackend)
 }
 
-func (r *recorder) Resync() {
-	r.mu.Lock()
-	r.resyncs++
-	r.mu.Unlock()
-}
+var busCount atomic.Int64
 
-func (r *recorder) wait(t *testing.T, n int) []bus.Event {
-	t.Helper()
-	deadline := time.After(5 * time.Second)
-	for {
-		r.mu.Lock()
-		evs := append([]bus.Event(nil), r.events...)
-		r.mu.Unlock()
-		if len(evs) >= n {
-			return evs
-		}
-		select {
-		case <-r.got:
-		case <-deadline:
-			t.Fatalf("got %d events within 5 s, want %d: %v", len(evs), n, evs)
-		}
-	}
-}
-
-func newBus(t *testing.T, dsn string) (*pgbus.Bus, *recorder) {
-	t.Helper()
+// newBackend makes a database of its own; its buses share one pool, like
+// the servers' stores, and each listens as an application_name of its own
+// so that one can be disconnected alone.
+func newBackend(t testing.TB) bustest.OpenFunc {
+	dsn := testpg.New(t)
 	db, err := sql.Open("postgres", dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	b := pgbus.New(db, dsn, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	r := &recorder{got: make(chan struct{}, 1)}
-	if err := b.Subscribe(r); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
-	return b, r
-}
-
-func TestPublishReachesEverySubscriber(t *testing.T) {
-	dsn := testpg.New(t)
-	a, ra := newBus(t, dsn)
-	b, rb := newBus(t, dsn)
-	ctx := context.Background()
-	if err := a.Publish(ctx, bus.Event{Kind: bus.KindMessage, ID: 7, Origin: "A"}); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Publish(ctx, bus.Event{Kind: bus.KindPresence, Origin: "B"}); err != nil {
-		t.Fatal(err)
-	}
-	for _, r := range []*recorder{ra, rb} {
-		evs := r.wait(t, 2)
-		if evs[0] != (bus.Event{Kind: bus.KindMessage, ID: 7, Origin: "A"}) || evs[1] != (bus.Event{Kind: bus.KindPresence, Origin: "B"}) {
-			t.Errorf("events = %+v", evs)
+	return func(t testing.TB) (bus.Bus, func()) {
+		name := fmt.Sprint("pgbus_test_", busCount.Add(1))
+		u, err := url.Parse(dsn)
+		if err != nil {
+			t.Fatal(err)
 		}
+		q := u.Query()
+		q.Set("application_name", name)
+		u.RawQuery = q.Encode()
+		b := pgbus.New(db, u.String(), slog.New(slog.DiscardHandler))
+		reconnect := func() {
+			t.Helper()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			var n int
+			err := db.QueryRowContext(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+				WHERE datname = current_database() AND application_name = $1`, name).Scan(&n)
+			if err != nil {
+				t.Fatalf("terminate the listener: %v", err)
+			}
+			if n != 1 {
+				t.Fatalf("terminated %d listener connections, want 1", n)
+			}
+		}
+		return b, reconnect
 	}
 }

@@ -1,0 +1,473 @@
+package loadgen
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// setupAckBase: acknowledgement ids at or above it belong to register and
+// login; below it, an id is the sequence number of a message.
+const setupAckBase = 1 << 40
+
+var (
+	pfxNewMessage = []byte(`42["new message",`)
+	pfxHistory    = []byte(`42["load all messages"`)
+	pfxReload     = []byte(`42["reload"`)
+	successTrue   = []byte(`"success":true`)
+)
+
+// client is one Socket.IO connection of the run, over WebSocket or
+// long-polling. Its reader goroutine owns seen and the read buffer.
+type client struct {
+	r       *run
+	idx     int
+	sender  bool
+	polling bool
+
+	seen      []uint64     // bitmap of sequence numbers received
+	delivered atomic.Int64 // new messages of this run received, duplicates excluded
+	ready     atomic.Bool  // `load all messages` received
+	dead      atomic.Bool
+
+	connectedAt time.Time
+
+	// WebSocket
+	ws  *websocket.Conn
+	wmu sync.Mutex
+
+	// long-polling
+	poll *poller
+
+	// silence is the server's pingInterval + pingTimeout: a connection
+	// that hears nothing for that long (plus slack) is dead.
+	silence time.Duration
+
+	setupAck chan []byte // acks of register and login (senders)
+	nextAck  int64
+}
+
+// handshakeInfo is the Engine.IO open packet.
+type handshakeInfo struct {
+	SID          string `json:"sid"`
+	PingInterval int64  `json:"pingInterval"`
+	PingTimeout  int64  `json:"pingTimeout"`
+}
+
+func (c *client) setSilence(open []byte) (handshakeInfo, error) {
+	var hs handshakeInfo
+	if len(open) < 2 || open[0] != '0' {
+		return hs, fmt.Errorf("expected an Engine.IO open packet, got %.60q", open)
+	}
+	if err := json.Unmarshal(open[1:], &hs); err != nil {
+		return hs, fmt.Errorf("bad Engine.IO open packet: %w", err)
+	}
+	c.silence = time.Duration(hs.PingInterval+hs.PingTimeout)*time.Millisecond + 5*time.Second
+	if hs.PingInterval <= 0 {
+		c.silence = time.Minute
+	}
+	return hs, nil
+}
+
+func (c *client) xff() string {
+	i := c.idx + 1
+	return fmt.Sprintf("10.%d.%d.%d", (i>>16)&255, (i>>8)&255, i&255)
+}
+
+// ---- WebSocket ----
+
+func (r *run) wsDialer() *websocket.Dialer {
+	return &websocket.Dialer{
+		NetDialContext:   r.dialContext,
+		HandshakeTimeout: 20 * time.Second,
+		ReadBufferSize:   1024,
+		WriteBufferSize:  512,
+		WriteBufferPool:  &sync.Pool{},
+	}
+}
+
+// dialContext dials from the next source address when several are used.
+// IP_BIND_ADDRESS_NO_PORT lets the kernel pick the port at connect time,
+// unique per 4-tuple rather than per bound address.
+func (r *run) dialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	d := net.Dialer{Timeout: 20 * time.Second}
+	if r.cfg.SourceIPs > 1 && r.v4 {
+		n := r.srcNext.Add(1)
+		d.LocalAddr = &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(1+n%uint64(r.cfg.SourceIPs)))}
+		d.Control = func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			err := rc.Control(func(fd uintptr) {
+				serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, 24 /* IP_BIND_ADDRESS_NO_PORT */, 1)
+			})
+			if err != nil {
+				return err
+			}
+			return serr
+		}
+	}
+	return d.DialContext(ctx, "tcp", r.hostport)
+}
+
+// connectWS opens the WebSocket and completes the Engine.IO and Socket.IO
+// handshakes.
+func (c *client) connectWS(ctx context.Context) error {
+	var hdr http.Header
+	if c.r.cfg.XFF {
+		hdr = http.Header{"X-Forwarded-For": {c.xff()}}
+	}
+	ws, resp, err := c.r.dialer.DialContext(ctx, c.r.wsURL, hdr)
+	if err != nil {
+		if resp != nil {
+			return fmt.Errorf("websocket dial: %w (HTTP %d)", err, resp.StatusCode)
+		}
+		return fmt.Errorf("websocket dial: %w", err)
+	}
+	ws.SetReadLimit(64 << 20)
+	deadline := time.Now().Add(20 * time.Second)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	ws.SetReadDeadline(deadline)
+	c.ws = ws
+	var buf []byte
+	buf, err = c.readWS(buf)
+	if err != nil {
+		ws.Close()
+		return fmt.Errorf("engine.io open: %w", err)
+	}
+	if _, err := c.setSilence(buf); err != nil {
+		ws.Close()
+		return err
+	}
+	if err := c.writeWS([]byte("40")); err != nil {
+		ws.Close()
+		return err
+	}
+	for i := 0; i < 100; i++ {
+		buf, err = c.readWS(buf)
+		if err != nil {
+			ws.Close()
+			return fmt.Errorf("socket.io connect: %w", err)
+		}
+		switch {
+		case len(buf) == 1 && buf[0] == '2':
+			if err := c.writeWS([]byte("3")); err != nil {
+				ws.Close()
+				return err
+			}
+		case bytes.HasPrefix(buf, []byte("40")):
+			ws.SetReadDeadline(time.Now().Add(c.silence))
+			return nil
+		default:
+			ws.Close()
+			return fmt.Errorf("unexpected packet during connect: %.60q", buf)
+		}
+	}
+	ws.Close()
+	return errors.New("socket.io connect: no CONNECT after 100 packets")
+}
+
+// readWS reads one whole frame into buf, reusing its storage.
+func (c *client) readWS(buf []byte) ([]byte, error) {
+	_, rd, err := c.ws.NextReader()
+	if err != nil {
+		return buf, err
+	}
+	buf = buf[:0]
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := rd.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
+}
+
+func (c *client) writeWS(b []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.ws.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	return c.ws.WriteMessage(websocket.TextMessage, b)
+}
+
+// readLoopWS runs on the client's own goroutine until the connection ends.
+func (c *client) readLoopWS() error {
+	buf := make([]byte, 0, 512)
+	for {
+		var err error
+		buf, err = c.readWS(buf)
+		if err != nil {
+			return err
+		}
+		reply, err := c.handle(buf)
+		if err != nil {
+			return err
+		}
+		if reply != nil {
+			// A ping: the server is alive; answer and wait for the next.
+			c.ws.SetReadDeadline(time.Now().Add(c.silence))
+			if err := c.writeWS(reply); err != nil {
+				return err
+			}
+		}
+		if cap(buf) > 64<<10 {
+			buf = make([]byte, 0, 512) // a big history: do not keep it
+		}
+	}
+}
+
+// ---- long-polling ----
+
+// poller is the HTTP long-polling transport of one client.
+type poller struct {
+	c      *client
+	url    string // base URL with EIO and transport; sid appended after open
+	ctx    context.Context
+	cancel context.CancelFunc
+	body   bytes.Buffer
+}
+
+func (p *poller) do(ctx context.Context, method, body string) ([]byte, error) {
+	var rd io.Reader
+	if body != "" {
+		rd = bytes.NewReader([]byte(body))
+	}
+	req, err := http.NewRequestWithContext(ctx, method, p.url, rd)
+	if err != nil {
+		return nil, err
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "text/plain;charset=UTF-8")
+	}
+	if p.c.r.cfg.XFF {
+		req.Header.Set("X-Forwarded-For", p.c.xff())
+	}
+	resp, err := p.c.r.httpc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	p.body.Reset()
+	_, err = p.body.ReadFrom(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s: HTTP %d: %.100q", method, resp.StatusCode, p.body.Bytes())
+	}
+	return p.body.Bytes(), nil
+}
+
+func (p *poller) get() ([]byte, error) {
+	ctx, cancel := context.WithTimeout(p.ctx, p.c.silence)
+	defer cancel()
+	return p.do(ctx, http.MethodGet, "")
+}
+
+func (p *poller) post(body string) error {
+	ctx, cancel := context.WithTimeout(p.ctx, 10*time.Second)
+	defer cancel()
+	// A POST's answer ("ok") is not needed; its own buffer keeps the
+	// GET's packets intact.
+	q := &poller{c: p.c, url: p.url, ctx: p.ctx}
+	_, err := q.do(ctx, http.MethodPost, body)
+	return err
+}
+
+func (c *client) connectPolling(ctx context.Context) error {
+	pctx, cancel := context.WithCancel(c.r.ctx)
+	p := &poller{c: c, url: c.r.pollURL, ctx: pctx, cancel: cancel}
+	c.poll = p
+	c.silence = 20 * time.Second
+	hctx, hcancel := context.WithTimeout(ctx, 20*time.Second)
+	defer hcancel()
+	open, err := p.do(hctx, http.MethodGet, "")
+	if err != nil {
+		cancel()
+		return fmt.Errorf("polling open: %w", err)
+	}
+	hs, err := c.setSilence(open)
+	if err != nil {
+		cancel()
+		return err
+	}
+	p.url += "&sid=" + hs.SID
+	if err := p.post("40"); err != nil {
+		cancel()
+		return fmt.Errorf("polling connect: %w", err)
+	}
+	for i := 0; i < 100; i++ {
+		body, err := p.get()
+		if err != nil {
+			cancel()
+			return fmt.Errorf("polling connect: %w", err)
+		}
+		connected := false
+		for _, pkt := range bytes.Split(body, []byte{0x1e}) {
+			switch {
+			case bytes.HasPrefix(pkt, []byte("40")):
+				connected = true
+			case len(pkt) == 1 && pkt[0] == '2':
+				if err := p.post("3"); err != nil {
+					cancel()
+					return err
+				}
+			case connected:
+				// Packets after CONNECT in the same payload.
+				if _, err := c.handle(pkt); err != nil {
+					cancel()
+					return err
+				}
+			}
+		}
+		if connected {
+			return nil
+		}
+	}
+	cancel()
+	return errors.New("polling connect: no CONNECT after 100 polls")
+}
+
+func (c *client) readLoopPolling() error {
+	p := c.poll
+	for {
+		body, err := p.get()
+		if err != nil {
+			return err
+		}
+		for len(body) > 0 {
+			pkt := body
+			if i := bytes.IndexByte(body, 0x1e); i >= 0 {
+				pkt, body = body[:i], body[i+1:]
+			} else {
+				body = nil
+			}
+			reply, err := c.handle(pkt)
+			if err != nil {
+				return err
+			}
+			if reply != nil {
+				if err := p.post(string(reply)); err != nil {
+					return err
+				}
+			}
+		}
+	}
+}
+
+// ---- both transports ----
+
+var pong = []byte("3")
+
+// handle processes one Engine.IO packet; it returns a packet to send back
+// (the pong) or an error that ends the connection.
+func (c *client) handle(p []byte) ([]byte, error) {
+	if len(p) == 0 {
+		return nil, nil
+	}
+	switch p[0] {
+	case '2': // ping
+		return pong, nil
+	case '1':
+		return nil, errors.New("server closed the Engine.IO session")
+	case '6', '3':
+		return nil, nil
+	case '4':
+	default:
+		return nil, nil
+	}
+	if len(p) < 2 {
+		return nil, nil
+	}
+	switch p[1] {
+	case '2':
+		switch {
+		case bytes.HasPrefix(p, pfxNewMessage):
+			c.r.onMessage(c, p)
+		case bytes.HasPrefix(p, pfxHistory):
+			if !c.ready.Swap(true) {
+				c.r.ready.Add(1)
+			}
+		case bytes.HasPrefix(p, pfxReload):
+			c.r.reloads.Add(1)
+		}
+	case '3':
+		c.onAck(p)
+	case '1':
+		return nil, errors.New("server disconnected the socket")
+	case '4':
+		return nil, fmt.Errorf("connect error: %.100s", p[2:])
+	}
+	return nil, nil
+}
+
+func (c *client) onAck(p []byte) {
+	rest := p[2:]
+	n := 0
+	for n < len(rest) && rest[n] >= '0' && rest[n] <= '9' {
+		n++
+	}
+	id, err := strconv.ParseInt(string(rest[:n]), 10, 64)
+	if err != nil {
+		return
+	}
+	if id >= setupAckBase {
+		if c.setupAck != nil {
+			select {
+			case c.setupAck <- bytes.Clone(rest[n:]):
+			default:
+			}
+		}
+		return
+	}
+	c.r.onSendAck(id, rest[n:])
+}
+
+// call emits event with a JSON payload and waits for its acknowledgement
+// (register and login of senders; WebSocket only).
+func (c *client) call(ctx context.Context, event string, payload any) ([]byte, error) {
+	b, err := json.Marshal([]any{event, payload})
+	if err != nil {
+		return nil, err
+	}
+	c.nextAck++
+	frame := "42" + strconv.FormatInt(setupAckBase+c.nextAck, 10) + string(b)
+	if err := c.writeWS([]byte(frame)); err != nil {
+		return nil, err
+	}
+	select {
+	case a := <-c.setupAck:
+		return a, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%s: no acknowledgement: %w", event, ctx.Err())
+	}
+}
+
+// close ends the connection without a goodbye; the reader goroutine then
+// returns.
+func (c *client) close() {
+	if c.ws != nil {
+		c.ws.Close()
+	}
+	if c.poll != nil {
+		c.poll.cancel()
+	}
+}

@@ -1,0 +1,199 @@
+// Package loadgen is a load generator for Socket.IO chat servers that speak
+// the seed report's protocol (shared/PROTOCOL.md): this project's Go server
+// and the Node reference in loadtest/reference.
+//
+// It is built to cost much less CPU per delivered message than the server
+// it measures: raw WebSocket frames of Engine.IO v4 / Socket.IO v5 (no
+// Socket.IO library), one goroutine per connection reading into a reused
+// buffer, and no JSON decoding of `new message`: each message text carries
+// a marker `lt:<run>:<seq>:<sendUnixNano>` found with bytes.Index, and its
+// sequence number indexes per-message counters. A share of the clients can
+// use HTTP long-polling instead of WebSocket.
+//
+// It only ever connects to loopback addresses.
+package loadgen
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Config describes one run. The zero value of most fields means a default;
+// see Defaults.
+type Config struct {
+	// URL of the server, http://127.0.0.1:<port>. Loopback only.
+	URL string
+	// Clients is the number of connections, senders included.
+	Clients int
+	// Senders of the clients register, log in and send messages. They are
+	// connected and logged in before the other clients, outside every
+	// measurement (bcrypt).
+	Senders int
+	// Rate is messages per second, all senders together.
+	Rate float64
+	// Messages is how many messages to send in all; 0 means Rate × Duration.
+	Messages int
+	// Duration caps the sending phase.
+	Duration time.Duration
+	// Drain caps the wait for deliveries after the last send.
+	Drain time.Duration
+	// Ramp is connections started per second.
+	Ramp float64
+	// ConnectConcurrency bounds handshakes in flight.
+	ConnectConcurrency int
+	// Settle is a quiet pause after everyone is connected, before messages
+	// (or before Hold): its server CPU is reported as the idle cost.
+	Settle time.Duration
+	// Polling is the share (0..1) of non-sender clients that use HTTP
+	// long-polling instead of WebSocket.
+	Polling float64
+	// Idle mode connects Clients, holds them for Hold and measures memory
+	// per connection; no senders, no messages.
+	Idle bool
+	Hold time.Duration
+	// ServerPID, when set, is read from /proc for CPU and memory.
+	ServerPID int
+	// Ack asks for an acknowledgement of each `send message` (the Go
+	// server's extension). The Node reference sends none.
+	Ack bool
+	// XFF gives each client its own X-Forwarded-For address (10.x.y.z), as
+	// nginx in front of the server would: the Go server trusts it from
+	// loopback peers and applies its per-address limits to it.
+	XFF bool
+	// SourceIPs > 1 spreads connections over source addresses 127.0.0.1 ..
+	// 127.0.0.N, each with its own ephemeral port range.
+	SourceIPs int
+	// Prefix of the senders' usernames; default "lt" + the run id.
+	Prefix   string
+	Password string
+	// MaxRun stops the whole run, whatever its state; default: the sum of
+	// every phase's cap plus a minute.
+	MaxRun time.Duration
+	// Labels copied into the result.
+	Label, ServerName, Scenario string
+	// Progress receives one line per second; nil for none.
+	Progress io.Writer
+}
+
+// Defaults fills the zero fields.
+func (c *Config) Defaults() {
+	if c.Duration == 0 {
+		c.Duration = 30 * time.Second
+	}
+	if c.Drain == 0 {
+		c.Drain = 30 * time.Second
+	}
+	if c.Ramp == 0 {
+		c.Ramp = 1000
+	}
+	if c.ConnectConcurrency == 0 {
+		c.ConnectConcurrency = 200
+	}
+	if c.Settle == 0 {
+		c.Settle = 2 * time.Second
+	}
+	if c.Hold == 0 {
+		c.Hold = 10 * time.Second
+	}
+	if c.Password == "" {
+		c.Password = "loadtest-password"
+	}
+	if c.SourceIPs == 0 {
+		c.SourceIPs = 1
+	}
+	if c.Idle {
+		c.Senders = 0
+	}
+	if c.Messages == 0 && !c.Idle {
+		c.Messages = int(c.Rate * c.Duration.Seconds())
+	}
+	if c.MaxRun == 0 {
+		connect := time.Duration(float64(c.Clients)/c.Ramp*float64(time.Second)) + 90*time.Second
+		c.MaxRun = connect + c.Settle + c.Duration + c.Drain + c.Hold + 2*time.Minute
+	}
+}
+
+// Validate checks the configuration after Defaults.
+func (c *Config) Validate() error {
+	if err := CheckLoopback(c.URL); err != nil {
+		return err
+	}
+	switch {
+	case c.Clients < 1:
+		return errors.New("-clients must be at least 1")
+	case c.Senders < 0 || c.Senders > c.Clients:
+		return errors.New("-senders must be between 0 and -clients")
+	case !c.Idle && c.Senders == 0:
+		return errors.New("-senders must be at least 1 (or use -idle)")
+	case !c.Idle && c.Rate <= 0:
+		return errors.New("-rate must be above 0")
+	case !c.Idle && c.Messages < 1:
+		return errors.New("-messages (or -rate × -duration) must be at least 1")
+	case c.Polling < 0 || c.Polling > 1:
+		return errors.New("-polling is a share between 0 and 1")
+	case c.Ramp <= 0:
+		return errors.New("-ramp must be above 0")
+	case c.SourceIPs < 1 || c.SourceIPs > 250:
+		return errors.New("-source-ips must be between 1 and 250")
+	case c.Duration <= 0 || c.Drain <= 0 || c.Hold <= 0 || c.Settle < 0:
+		return errors.New("durations must be positive")
+	case c.ConnectConcurrency < 1:
+		return errors.New("-connect-concurrency must be at least 1")
+	}
+	if len(c.Prefix) > 40 {
+		return errors.New("-prefix: at most 40 characters")
+	}
+	for _, r := range c.Prefix {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-' || r == '.') {
+			return fmt.Errorf("-prefix: %q is not a letter, digit, '_', '-' or '.'", r)
+		}
+	}
+	return nil
+}
+
+// CheckLoopback refuses any URL whose host is not a loopback address
+// (127.0.0.0/8, ::1) or "localhost": this tool opens thousands of
+// connections and must never point them at another machine.
+func CheckLoopback(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("-url: %w", err)
+	}
+	switch u.Scheme {
+	case "http", "ws":
+	default:
+		return fmt.Errorf("-url: scheme must be http or ws, not %q", u.Scheme)
+	}
+	if u.Port() == "" {
+		return errors.New("-url: give the port explicitly, e.g. http://127.0.0.1:3000")
+	}
+	host := u.Hostname()
+	if strings.EqualFold(host, "localhost") {
+		return nil
+	}
+	ip := net.ParseIP(host)
+	if ip == nil || !ip.IsLoopback() {
+		return fmt.Errorf("-url: %q is not a loopback address; only 127.0.0.0/8, ::1 and localhost are allowed", host)
+	}
+	return nil
+}
+
+// target returns host:port to dial, with localhost pinned to 127.0.0.1 so
+// that no resolver is involved.
+func target(raw string) (hostport string, v4 bool, err error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", false, err
+	}
+	host := u.Hostname()
+	if strings.EqualFold(host, "localhost") {
+		host = "127.0.0.1"
+	}
+	ip := net.ParseIP(host)
+	return net.JoinHostPort(host, u.Port()), ip != nil && ip.To4() != nil, nil
+}
