@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/chatd/chat/bus"
+	"github.com/chatd/chat/bus/natsbus"
 	"github.com/chatd/chat/bus/pgbus"
 	"github.com/chatd/chat/public"
 	"github.com/chatd/chat/server"
@@ -58,6 +59,7 @@ type config struct {
 	publicDir    string
 	sessionTTL   time.Duration
 	lameDuck     time.Duration
+	busURL       string
 	limits       server.Limits
 	trusted      string
 	origins      string
@@ -105,6 +107,8 @@ func parseFlags(args []string) (config, error) {
 		"comma-separated browser origins allowed besides the server's own, or * (env ALLOWED_ORIGINS)")
 	fs.DurationVar(&c.lameDuck, "lame-duck", envDuration("LAME_DUCK", 3*time.Second),
 		"on SIGTERM, spread the disconnection of clients over this long so they reconnect elsewhere gradually (env LAME_DUCK)")
+	fs.StringVar(&c.busURL, "bus-url", env("BUS_URL", ""),
+		"nats://host:4222 to connect the servers over NATS; empty uses PostgreSQL LISTEN/NOTIFY (env BUS_URL)")
 	fs.StringVar(&c.publicDir, "public-dir", env("PUBLIC_DIR", ""),
 		"serve the browser client from this directory instead of the built-in one (env PUBLIC_DIR)")
 	fs.StringVar(&c.logFormat, "log-format", env("LOG_FORMAT", "text"), "text or json (env LOG_FORMAT)")
@@ -153,9 +157,9 @@ func run(args []string) error {
 			c.Close()
 		}
 	}()
-	var b bus.Bus = bus.Local{}
-	if pg, ok := st.(*postgres.Store); ok {
-		b = pgbus.New(pg.DB(), cfg.databaseURL, log)
+	b, err := openBus(cfg, st, log)
+	if err != nil {
+		return err
 	}
 	defer b.Close()
 
@@ -248,6 +252,28 @@ func openStore(ctx context.Context, cfg config, log *slog.Logger) (store.Store, 
 	}
 	log.Info("using PostgreSQL", "database", redactURL(cfg.databaseURL))
 	return st, nil
+}
+
+// openBus picks how servers sharing the database talk: NATS when a bus URL
+// is given, else PostgreSQL NOTIFY; with the embedded store there is one
+// server and no one to talk to.
+func openBus(cfg config, st store.Store, log *slog.Logger) (bus.Bus, error) {
+	pg, shared := st.(*postgres.Store)
+	switch {
+	case cfg.busURL != "" && !shared:
+		return nil, errors.New("-bus-url needs -database-url: servers on the embedded store share nothing")
+	case cfg.busURL != "":
+		b, err := natsbus.New(cfg.busURL, natsbus.Subject, log)
+		if err != nil {
+			return nil, fmt.Errorf("connecting to the NATS bus: %w", err)
+		}
+		log.Info("bus: NATS", "url", redactURL(cfg.busURL))
+		return b, nil
+	case shared:
+		log.Info("bus: PostgreSQL LISTEN/NOTIFY")
+		return pgbus.New(pg.DB(), cfg.databaseURL, log), nil
+	}
+	return bus.Local{}, nil
 }
 
 func storeKind(cfg config) string {

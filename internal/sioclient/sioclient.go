@@ -18,6 +18,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -40,6 +41,10 @@ type Options struct {
 	OnEvent func(name string, args []any)
 	// OnClose is called once when the connection ends, with the reason.
 	OnClose func(err error)
+	// LocalAddr, when set, is the local IP address to connect from (e.g.
+	// 127.0.0.2), so that tests can look like many clients to a proxy that
+	// hashes client addresses.
+	LocalAddr string
 }
 
 // Conn is one Socket.IO connection. Its methods are safe for concurrent use.
@@ -84,6 +89,14 @@ func Dial(ctx context.Context, base string, opts Options) (*Conn, error) {
 	u.Path = "/socket.io/"
 	u.RawQuery = "EIO=4&transport=websocket"
 	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second, ReadBufferSize: 4096, WriteBufferSize: 4096}
+	if opts.LocalAddr != "" {
+		ip := net.ParseIP(opts.LocalAddr)
+		if ip == nil {
+			return nil, fmt.Errorf("sioclient: bad local address %q", opts.LocalAddr)
+		}
+		nd := &net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}, Timeout: 10 * time.Second}
+		d.NetDialContext = nd.DialContext
+	}
 	ws, _, err := d.DialContext(ctx, u.String(), opts.Header)
 	if err != nil {
 		return nil, fmt.Errorf("sioclient: dial: %w", err)

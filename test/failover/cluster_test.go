@@ -30,13 +30,17 @@ const (
 	pingTimeout  = "4s"
 )
 
-// cluster is a primary, a backup and nginx in front of them.
+// cluster is chat servers and nginx in front of them: the primary and
+// the backup of nginx.conf, or the N active servers of nginx-cluster.conf.
 type cluster struct {
 	t     *testing.T
 	dir   string
 	bin   string
 	dsn   string
-	ports map[string]int // primary, backup, nginx
+	env   []string          // extra environment for every server
+	ports map[string]int    // each server's, and nginx's
+	conf  string            // nginx config file in the repository
+	addrs map[string]string // upstream address in conf → server name
 
 	mu    sync.Mutex
 	procs map[string]*proc
@@ -106,7 +110,15 @@ func nginxPath(t *testing.T) string {
 	return ""
 }
 
+// newCluster is the report's deployment: primary, backup, nginx.conf.
 func newCluster(t *testing.T) *cluster {
+	t.Helper()
+	return newClusterOf(t, "nginx.conf", []string{"primary", "backup"})
+}
+
+// newClusterOf starts the servers named (whose upstream addresses in conf
+// are 127.0.0.1:3000, :3001, … in that order) and nginx with conf.
+func newClusterOf(t *testing.T, conf string, names []string, env ...string) *cluster {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("failover tests take a minute; skipped with -short")
@@ -116,8 +128,15 @@ func newCluster(t *testing.T) *cluster {
 		t:     t,
 		dir:   t.TempDir(),
 		dsn:   testpg.New(t),
-		ports: map[string]int{"primary": freePort(t), "backup": freePort(t), "nginx": freePort(t)},
+		env:   env,
+		conf:  conf,
+		ports: map[string]int{"nginx": freePort(t)},
+		addrs: map[string]string{},
 		procs: map[string]*proc{},
+	}
+	for i, name := range names {
+		c.ports[name] = freePort(t)
+		c.addrs[fmt.Sprintf("127.0.0.1:%d", 3000+i)] = name
 	}
 	os.Chmod(c.dir, 0o755) // nginx workers run as nobody when started by root
 	c.bin = filepath.Join(c.dir, "chatd")
@@ -126,8 +145,9 @@ func newCluster(t *testing.T) *cluster {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	c.start("primary")
-	c.start("backup")
+	for _, name := range names {
+		c.start(name)
+	}
 	c.startNginx(ngx)
 	t.Cleanup(c.stopAll)
 	return c
@@ -146,6 +166,7 @@ func (c *cluster) start(name string) {
 		// The cheapest bcrypt: 50 users register at once, and this test
 		// is about failover, not password hashing.
 		"BCRYPT_COST=4")
+	cmd.Env = append(cmd.Env, c.env...)
 	logs := &logBuf{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
@@ -161,18 +182,24 @@ func (c *cluster) start(name string) {
 
 func (c *cluster) startNginx(bin string) {
 	c.t.Helper()
-	conf, err := os.ReadFile(filepath.Join(repoRoot(c.t), "nginx.conf"))
+	conf, err := os.ReadFile(filepath.Join(repoRoot(c.t), c.conf))
 	if err != nil {
 		c.t.Fatal(err)
 	}
 	s := string(conf)
-	for old, new := range map[string]string{
-		"127.0.0.1:3000": fmt.Sprintf("127.0.0.1:%d", c.ports["primary"]),
-		"127.0.0.1:3001": fmt.Sprintf("127.0.0.1:%d", c.ports["backup"]),
-		"listen 80;":     fmt.Sprintf("listen 127.0.0.1:%d;", c.ports["nginx"]),
-	} {
+	// Two passes through placeholders: a new port such as 30012 must not
+	// be rewritten again as the address 127.0.0.1:3001.
+	rewrite := map[string]string{"listen 80;": fmt.Sprintf("listen 127.0.0.1:%d;", c.ports["nginx"])}
+	for addr, name := range c.addrs {
+		if !strings.Contains(s, addr) {
+			c.t.Fatalf("%s has no %q to rewrite", c.conf, addr)
+		}
+		s = strings.ReplaceAll(s, addr, "@@"+name+"@@")
+		rewrite["@@"+name+"@@"] = fmt.Sprintf("127.0.0.1:%d", c.ports[name])
+	}
+	for old, new := range rewrite {
 		if !strings.Contains(s, old) {
-			c.t.Fatalf("nginx.conf has no %q to rewrite", old)
+			c.t.Fatalf("%s has no %q to rewrite", c.conf, old)
 		}
 		s = strings.ReplaceAll(s, old, new)
 	}
@@ -292,3 +319,17 @@ func tail(s string, n int) string {
 }
 
 var _ = context.Background
+
+// natsURL is the NATS server for the NATS bus variant: TEST_NATS_URL, or
+// skip (fail under CI).
+func natsURL(t *testing.T) string {
+	t.Helper()
+	u := os.Getenv("TEST_NATS_URL")
+	if u == "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("TEST_NATS_URL is not set; CI must run the NATS bus against a real server")
+		}
+		t.Skip("TEST_NATS_URL is not set: skipping the NATS bus variant")
+	}
+	return u
+}

@@ -21,6 +21,8 @@ import (
 // unacknowledged messages, resent with their ids until acknowledged.
 type user struct {
 	name, url string
+	local     string // source address to connect from; "" for any
+	passive   bool   // closed for good at some point: not checked at the end
 
 	mu sync.Mutex
 	// Fields below are guarded by mu.
@@ -102,7 +104,7 @@ func (u *user) connect(ctx context.Context) error {
 		// would give up before nginx (6 s read timeout) moves on from a
 		// hung primary to the backup.
 		dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		conn, err := sioclient.Dial(dctx, u.url, sioclient.Options{Auth: auth, OnEvent: u.onEvent})
+		conn, err := sioclient.Dial(dctx, u.url, sioclient.Options{Auth: auth, OnEvent: u.onEvent, LocalAddr: u.local})
 		cancel()
 		if err == nil && token != "" {
 			select {
