@@ -24,6 +24,17 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
 	for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
 fi
 
+# NATS: the second bus implementation is tested against a real server.
+export TEST_NATS_URL=${TEST_NATS_URL:-nats://127.0.0.1:4222}
+if ! (exec 3<>/dev/tcp/127.0.0.1/4222) 2>/dev/null; then
+	step "starting NATS"
+	if [ -x /usr/sbin/nats-server ]; then
+		start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- \
+			-a 127.0.0.1 -p 4222 -l /tmp/nats-server.log || true
+		for _ in $(seq 1 20); do (exec 3<>/dev/tcp/127.0.0.1/4222) 2>/dev/null && break; sleep 0.5; done
+	fi
+fi
+
 step "nginx (Debian package) for the failover tests"
 bash scripts/ensure-nginx.sh
 
@@ -38,6 +49,9 @@ go vet ./...
 
 step "go test -race"
 go test -race -count=1 -timeout 10m ./...
+
+step "fuzz every client-input decoder briefly (scripts/fuzz.sh 600 for a long run)"
+bash scripts/fuzz.sh 3
 
 step "socket.io-client bundle matches its checksums"
 bash scripts/update-socketio-client.sh --check

@@ -23,6 +23,7 @@ type user struct {
 	name, url string
 	local     string // source address to connect from; "" for any
 	passive   bool   // closed for good at some point: not checked at the end
+	lastErr   error  // the last send or connect failure, for diagnosis
 
 	mu sync.Mutex
 	// Fields below are guarded by mu.
@@ -227,7 +228,11 @@ func (u *user) chat(ctx context.Context, sending func() bool, period time.Durati
 			u.outbox = append(u.outbox, pending{cid: fmt.Sprintf("%s-%d", u.name, n), text: fmt.Sprintf("%s says %d", u.name, n)})
 			u.mu.Unlock()
 		}
-		u.flush(ctx)
+		if err := u.flush(ctx); err != nil {
+			u.mu.Lock()
+			u.lastErr = err
+			u.mu.Unlock()
+		}
 		select {
 		case <-ctx.Done():
 		case <-tick.C:

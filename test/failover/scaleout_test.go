@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/chatd/chat/internal/sioclient"
 )
 
 // TestScaleOut runs three active servers behind nginx-cluster.conf. Users
@@ -190,10 +192,15 @@ func waitBack(t *testing.T, senders []*user, t0 time.Time, limit time.Duration) 
 	deadline := time.Now().Add(limit)
 	for {
 		back := 0
+		var stuck []string
 		for _, u := range senders {
 			u.mu.Lock()
 			if k := len(u.ackTimes); k > 0 && u.ackTimes[k-1].After(t0) {
 				back++
+			} else {
+				connected := u.conn != nil && u.conn.Err() == nil
+				stuck = append(stuck, fmt.Sprintf("%s (connected %v, sid %s, outbox %d, connects %d, last error %v)",
+					u.name, connected, sidOf(u.conn), len(u.outbox), u.connects, u.lastErr))
 			}
 			u.mu.Unlock()
 		}
@@ -201,7 +208,7 @@ func waitBack(t *testing.T, senders []*user, t0 time.Time, limit time.Duration) 
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("only %d of %d senders acknowledged again within %v", back, len(senders), limit)
+			t.Fatalf("only %d of %d senders acknowledged again within %v; stuck: %v", back, len(senders), limit, stuck)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -222,4 +229,11 @@ func drain(users []*user, limit time.Duration) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+func sidOf(c interface{ Err() error }) string {
+	if sc, ok := c.(*sioclient.Conn); ok && sc != nil {
+		return sc.SID
+	}
+	return "-"
 }
