@@ -18,6 +18,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -97,8 +98,14 @@ func Dial(ctx context.Context, base string, opts Options) (*Conn, error) {
 		nd := &net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}, Timeout: 10 * time.Second}
 		d.NetDialContext = nd.DialContext
 	}
-	ws, _, err := d.DialContext(ctx, u.String(), opts.Header)
+	ws, resp, err := d.DialContext(ctx, u.String(), opts.Header)
 	if err != nil {
+		if resp != nil {
+			body := make([]byte, 200)
+			n, _ := io.ReadFull(resp.Body, body)
+			resp.Body.Close()
+			return nil, fmt.Errorf("sioclient: dial: %w: %s %q", err, resp.Status, body[:n])
+		}
 		return nil, fmt.Errorf("sioclient: dial: %w", err)
 	}
 	c := &Conn{ws: ws, opts: opts, acks: map[uint64]chan []any{}, done: make(chan struct{})}

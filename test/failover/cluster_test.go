@@ -300,7 +300,15 @@ func (c *cluster) stopAll() {
 	}
 	if c.t.Failed() {
 		if b, err := os.ReadFile(filepath.Join(c.dir, "nginx", "error.log")); err == nil {
-			c.t.Logf("--- nginx error.log ---\n%s", tail(string(b), 30))
+			kinds := map[string]int{}
+			for _, line := range strings.Split(string(b), "\n") {
+				for _, k := range []string{"no live upstreams", "connect() failed", "upstream timed out", "prematurely closed"} {
+					if strings.Contains(line, k) {
+						kinds[k]++
+					}
+				}
+			}
+			c.t.Logf("--- nginx error.log: %v; last lines ---\n%s", kinds, tail(string(b), 10))
 		}
 	}
 }

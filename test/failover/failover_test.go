@@ -124,6 +124,9 @@ func (u *user) connect(ctx context.Context) error {
 			u.mu.Unlock()
 			return nil
 		}
+		u.mu.Lock()
+		u.lastErr = fmt.Errorf("connect attempt: %w", err)
+		u.mu.Unlock()
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("%s: reconnecting: %v (last error %v)", u.name, ctx.Err(), err)
