@@ -10,8 +10,9 @@
 //   - the handler is called one call at a time, and Publish does not wait for
 //     a slow handler;
 //   - Close waits for a running handler call, stops delivery, ends every
-//     goroutine of the bus and may be called twice; Publish after Close
-//     returns (an error or nil) without panicking and delivers nothing to the
+//     goroutine of the bus (used or not, even while reconnecting) and may be
+//     called twice; Publish and Subscribe after Close return (an error or
+//     nil) without panicking, start nothing and deliver nothing to the
 //     closed bus;
 //   - Publish with a canceled context returns an error;
 //   - after the connection is lost and restored, Resync is called and events
@@ -274,9 +275,11 @@ func testEveryBusReceivesEvery(t *testing.T, o OpenFunc) {
 			c.publish(t, bus.Event{Kind: bus.KindPresence, ID: int64(j), Origin: fmt.Sprint("bus", i)})
 		}
 	}
-	for i, c := range buses {
+	for _, c := range buses {
 		c.waitEvents(t, nBuses*perBus)
-		settle()
+	}
+	settle()
+	for i, c := range buses {
 		evs, _ := c.snapshot()
 		if len(evs) != nBuses*perBus {
 			t.Errorf("bus%d got %d events, want %d: %+v", i, len(evs), nBuses*perBus, evs)
@@ -309,6 +312,8 @@ func testFieldsIntact(t *testing.T, o OpenFunc) {
 		{"empty origin", bus.Event{Kind: bus.KindMessage, ID: 1}},
 		{"quotes and unicode", bus.Event{Kind: "kind \"x\"\n", ID: 2, Origin: `srv-é/😀"\'`}},
 		{"long origin", bus.Event{Kind: bus.KindPresence, Origin: strings.Repeat("srv", 100)}},
+		{"sent time", bus.Event{Kind: bus.KindMessage, ID: 3, Origin: "srv-6", Sent: 1764078000123456789}},
+		{"every field at its largest", bus.Event{Kind: bus.KindPresence, ID: math.MaxInt64, Origin: "srv-7", Sent: math.MaxInt64}},
 	}
 	a := openSubscribed(t, o)
 	b := openSubscribed(t, o)
@@ -317,10 +322,16 @@ func testFieldsIntact(t *testing.T, o OpenFunc) {
 		a.publish(t, tt.e)
 		want = append(want, tt.e)
 	}
+	a.waitEvents(t, len(want))
+	b.waitEvents(t, len(want))
+	settle()
 	for name, c := range map[string]*conn{"publisher": a, "other": b} {
-		evs := c.waitEvents(t, len(want))
+		evs, _ := c.snapshot()
+		if len(evs) != len(want) {
+			t.Errorf("%s: got %d events, want %d", name, len(evs), len(want))
+		}
 		for i, tt := range tests {
-			if i < len(evs) && evs[i] != tt.e {
+			if evs[i] != tt.e {
 				t.Errorf("%s, %s: got %+v, want %+v", name, tt.name, evs[i], tt.e)
 			}
 		}
@@ -340,9 +351,22 @@ func testPublishWithoutSubscribe(t *testing.T, o OpenFunc) {
 // sequence publishes n events numbered 1..n from origin, one after another.
 func sequence(t testing.TB, c *conn, origin string, n int) {
 	t.Helper()
-	for i := 1; i <= n; i++ {
-		c.publish(t, msg(origin, int64(i)))
+	if err := publishSeq(c, origin, n); err != nil {
+		t.Fatal(err)
 	}
+}
+
+// publishSeq is sequence for goroutines other than the test's: it returns
+// the first error.
+func publishSeq(b bus.Bus, origin string, n int) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*waitTime)
+	defer cancel()
+	for i := 1; i <= n; i++ {
+		if err := b.Publish(ctx, msg(origin, int64(i))); err != nil {
+			return fmt.Errorf("%s: Publish %d: %w", origin, i, err)
+		}
+	}
+	return nil
 }
 
 // checkSequences checks that evs holds, for each origin, exactly the events
@@ -387,32 +411,25 @@ func testBurst(t *testing.T, o OpenFunc) {
 	pubs := []*conn{openSubscribed(t, o), openSubscribed(t, o)}
 	listener := openSubscribed(t, o)
 	var origins []string
-	var wg sync.WaitGroup
 	errs := make(chan error, goroutines)
 	for g := range goroutines {
 		origin := fmt.Sprint("g", g)
 		origins = append(origins, origin)
 		c := pubs[g%len(pubs)]
-		wg.Go(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 2*waitTime)
-			defer cancel()
-			for i := 1; i <= perGoroutine; i++ {
-				if err := c.Publish(ctx, msg(origin, int64(i))); err != nil {
-					errs <- fmt.Errorf("%s: Publish %d: %w", origin, i, err)
-					return
-				}
-			}
-		})
+		go func() { errs <- publishSeq(c, origin, perGoroutine) }()
 	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
+	for range goroutines {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
 	}
 	const total = goroutines * perGoroutine
-	for name, c := range map[string]*conn{"publisher 0": pubs[0], "publisher 1": pubs[1], "listener": listener} {
+	all := map[string]*conn{"publisher 0": pubs[0], "publisher 1": pubs[1], "listener": listener}
+	for _, c := range all {
 		c.waitEvents(t, total)
-		settle()
+	}
+	settle()
+	for name, c := range all {
 		evs, _ := c.snapshot()
 		checkSequences(t, name, evs, origins, perGoroutine)
 		c.checkClean(t, name)
@@ -427,11 +444,15 @@ func testOneCallAtATime(t *testing.T, o OpenFunc) {
 		t.Fatal(err)
 	}
 	pubs := []*conn{open(t, o), open(t, o), open(t, o)}
-	var wg sync.WaitGroup
+	errs := make(chan error, len(pubs))
 	for i, c := range pubs {
-		wg.Go(func() { sequence(t, c, fmt.Sprint("p", i), perBus) })
+		go func() { errs <- publishSeq(c, fmt.Sprint("p", i), perBus) }()
 	}
-	wg.Wait()
+	for range pubs {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
 	sub.waitEvents(t, len(pubs)*perBus)
 	sub.checkClean(t, "subscriber")
 }
@@ -453,17 +474,7 @@ func testSlowHandler(t *testing.T, o OpenFunc) {
 		}
 	}()
 	done := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), waitTime)
-		defer cancel()
-		for i := 1; i <= n; i++ {
-			if err := c.Publish(ctx, msg("S", int64(i))); err != nil {
-				done <- err
-				return
-			}
-		}
-		done <- nil
-	}()
+	go func() { done <- publishSeq(c, "S", n) }()
 	select {
 	case err := <-done:
 		if err != nil {
@@ -557,6 +568,32 @@ func testCloseEndsGoroutines(t *testing.T, o OpenFunc) {
 			checkGoroutines(t, base)
 		})
 	}
+	t.Run("closed while reconnecting", func(t *testing.T) {
+		base := runtime.NumGoroutine()
+		c := openSubscribed(t, o)
+		if c.reconnect == nil {
+			t.Skip("the backend cannot force a reconnect")
+		}
+		c.reconnect()
+		c.close(t)
+		checkGoroutines(t, base)
+	})
+	t.Run("subscribe after Close", func(t *testing.T) {
+		base := runtime.NumGoroutine()
+		c := open(t, o)
+		c.close(t)
+		err := c.Subscribe(c.recorder)
+		t.Logf("Subscribe after Close: %v", err)
+		other.publish(t, msg("other", 2))
+		other.waitFor(t, "event of the open bus", func(evs []bus.Event, _ int) bool {
+			return slices.Contains(evs, msg("other", 2))
+		})
+		checkGoroutines(t, base)
+		settle()
+		if evs, _ := c.snapshot(); len(evs) != 0 {
+			t.Errorf("closed bus received %v", evs)
+		}
+	})
 }
 
 // testCloseWhileBusy closes a bus whose handler is behind by many events.
@@ -732,7 +769,8 @@ func benchPublishDeliver(b *testing.B, newBackend NewFunc, publishers, inflight 
 				case <-ctx.Done():
 					return
 				}
-				e := bus.Event{Kind: bus.KindMessage, ID: int64(time.Since(h.start)), Origin: benchOrigin}
+				// Sent as the servers set it, for the payload's size.
+				e := bus.Event{Kind: bus.KindMessage, ID: int64(time.Since(h.start)), Origin: benchOrigin, Sent: time.Now().UnixNano()}
 				if err := pub.Publish(ctx, e); err != nil {
 					errs <- err
 					return

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"log/slog"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/chatd/chat/bus"
@@ -31,6 +32,7 @@ func natsURL(t testing.TB) string {
 }
 
 func TestContract(t *testing.T) {
+	natsURL(t) // skip once rather than in every subtest
 	bustest.Run(t, newBackend)
 }
 
@@ -38,6 +40,12 @@ func TestContract(t *testing.T) {
 //
 //	TEST_NATS_URL=nats://127.0.0.1:4222 \
 //	go test -run '^$' -bench PublishDeliver -benchtime 3000x -count 3 ./bus/natsbus
+//
+// 2026-11-25, go1.26.8, nats-server 2.9.10 on loopback, 2 shared vCPUs with
+// a load average of 10 to 18 from other work:
+// sequential p50 107-133 us, p99 250-580 us, 6,200-8,700 events/s;
+// burst 80,000-170,000 events/s, p50 0.9-2.3 ms, p99 3.7-8.6 ms (256 in
+// flight).
 func BenchmarkPublishDeliver(b *testing.B) {
 	bustest.Bench(b, newBackend)
 }
@@ -69,5 +77,16 @@ func TestNewRejectsBadSubject(t *testing.T) {
 			b.Close()
 			t.Errorf("New(%q) succeeded, want an error", subject)
 		}
+	}
+}
+
+func TestNewFailsWithoutServer(t *testing.T) {
+	b, err := New("nats://chatd:secret@127.0.0.1:1", Subject, slog.New(slog.DiscardHandler))
+	if err == nil {
+		b.Close()
+		t.Fatal("New succeeded with no server listening")
+	}
+	if strings.Contains(err.Error(), "secret") {
+		t.Errorf("error shows the password: %v", err)
 	}
 }

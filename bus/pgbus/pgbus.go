@@ -12,6 +12,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -31,8 +32,8 @@ type Bus struct {
 	log *slog.Logger
 
 	mu       sync.Mutex
-	listener *pq.Listener // guarded by mu; nil until Subscribe
-	done     chan struct{}
+	listener *pq.Listener  // guarded by mu; nil until Subscribe
+	done     chan struct{} // closed under mu by Close
 	wg       sync.WaitGroup
 }
 
@@ -58,6 +59,11 @@ func (b *Bus) Publish(ctx context.Context, e bus.Event) error {
 
 // Subscribe implements bus.Bus.
 func (b *Bus) Subscribe(h bus.Handler) error {
+	select {
+	case <-b.done:
+		return errors.New("pgbus: subscribe after Close")
+	default:
+	}
 	l := pq.NewListener(b.dsn, 100*time.Millisecond, 2*time.Second, func(ev pq.ListenerEventType, err error) {
 		switch ev {
 		case pq.ListenerEventDisconnected:
@@ -73,9 +79,18 @@ func (b *Bus) Subscribe(h bus.Handler) error {
 		return fmt.Errorf("pgbus: listen: %w", err)
 	}
 	b.mu.Lock()
+	select {
+	case <-b.done:
+		b.mu.Unlock()
+		l.Close()
+		for range l.Notify {
+		}
+		return errors.New("pgbus: subscribe after Close")
+	default:
+	}
 	b.listener = l
+	b.wg.Add(1) // under mu, so that Close cannot be waiting already
 	b.mu.Unlock()
-	b.wg.Add(1)
 	go b.run(l, h)
 	return nil
 }
@@ -111,17 +126,19 @@ func (b *Bus) run(l *pq.Listener, h bus.Handler) {
 	}
 }
 
-// Close implements bus.Bus.
+// Close implements bus.Bus. It waits for a running handler call, so a
+// handler must not call it; events not yet handled are dropped. Later calls
+// do nothing. The db given to New stays open: Publish still works.
 func (b *Bus) Close() error {
 	b.mu.Lock()
 	l := b.listener
 	b.listener = nil
-	b.mu.Unlock()
 	select {
 	case <-b.done:
 	default:
 		close(b.done)
 	}
+	b.mu.Unlock()
 	b.wg.Wait()
 	if l == nil {
 		return nil
