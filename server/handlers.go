@@ -10,6 +10,7 @@ import (
 	"github.com/chatd/chat/bus"
 	"github.com/chatd/chat/store"
 	"github.com/zishang520/socket.io/servers/socket/v3"
+	"github.com/zishang520/socket.io/v3/pkg/types"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -82,6 +83,13 @@ func (s *Server) onConnection(sock *socket.Socket) {
 	ss := &session{}
 	c := &client{
 		send: func(ev string, args ...any) { sock.Emit(ev, args...) },
+		// Written straight to the engine, past socket.Emit: the packet
+		// was encoded once for all recipients (hub.encode).
+		sendEncoded: func(packets []types.BufferInterface) {
+			if sock.Connected() {
+				sock.Client().WriteToEngine(packets, &socket.WriteOptions{})
+			}
+		},
 		close: func(reason string) {
 			log.Info("disconnecting socket", "reason", reason)
 			sock.Disconnect(true)

@@ -3,6 +3,10 @@ package server
 import (
 	"sync"
 
+	"github.com/zishang520/socket.io/parsers/socket/v3/parser"
+	"github.com/zishang520/socket.io/servers/socket/v3"
+	"github.com/zishang520/socket.io/v3/pkg/types"
+
 	"github.com/chatd/chat/store"
 )
 
@@ -22,6 +26,9 @@ const maxPending = 1024
 type hub struct {
 	// onDeliver counts deliveries (metrics); set before use.
 	onDeliver func(n int)
+	// encode turns a `new message` payload into its wire packets, once
+	// per message rather than once per recipient; set before use.
+	encode func(payload any) []types.BufferInterface
 
 	mu sync.RWMutex
 	// clients is guarded by mu.
@@ -30,8 +37,12 @@ type hub struct {
 
 // client is one connected socket as the hub sees it.
 type client struct {
-	send  func(event string, args ...any)
-	close func(reason string)
+	send func(event string, args ...any)
+	// sendEncoded writes packets already encoded by hub.encode. Like send,
+	// it only queues them on the connection: it does not block on the
+	// network.
+	sendEncoded func(packets []types.BufferInterface)
+	close       func(reason string)
 
 	mu sync.Mutex
 	// Fields below are guarded by mu.
@@ -79,15 +90,15 @@ func (c *client) goLive(inHistory map[int64]bool) {
 	c.pending = nil
 }
 
-// deliver sends m to c, or holds it while c's history is on its way, and
-// reports whether it sent it now.
-func (c *client) deliver(m store.Message, payload any) bool {
+// deliver sends m (encoded as packets) to c, or holds it while c's history
+// is on its way, and reports whether it sent it now.
+func (c *client) deliver(m store.Message, packets []types.BufferInterface) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch {
 	case c.gone:
 	case c.live:
-		c.send("new message", payload)
+		c.sendEncoded(packets)
 		return true
 	case len(c.pending) >= maxPending:
 		c.gone = true
@@ -100,7 +111,7 @@ func (c *client) deliver(m store.Message, payload any) bool {
 
 // broadcast delivers m to every connected socket, logged in or not.
 func (h *hub) broadcast(m store.Message) {
-	payload := wireMsg(m)
+	packets := h.encode(wireMsg(m))
 	h.mu.RLock()
 	clients := make([]*client, 0, len(h.clients))
 	for c := range h.clients {
@@ -109,7 +120,7 @@ func (h *hub) broadcast(m store.Message) {
 	h.mu.RUnlock()
 	n := 0
 	for _, c := range clients {
-		if c.deliver(m, payload) {
+		if c.deliver(m, packets) {
 			n++
 		}
 	}
@@ -123,4 +134,13 @@ func (h *hub) count() int {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	return len(h.clients)
+}
+
+// encoderFor returns hub.encode for the Socket.IO server io: the same
+// encoder the library's own broadcasts use, applied once per message.
+func encoderFor(io *socket.Server) func(payload any) []types.BufferInterface {
+	enc := io.Encoder()
+	return func(payload any) []types.BufferInterface {
+		return enc.Encode(&parser.Packet{Type: parser.EVENT, Nsp: "/", Data: []any{"new message", payload}})
+	}
 }

@@ -180,6 +180,7 @@ func New(cfg Config, st store.Store, log *slog.Logger) (*Server, error) {
 	s.guard = newGuard(cfg.Limits)
 	s.met = newMetrics(s)
 	s.hub.onDeliver = func(n int) { s.met.delivered.Add(float64(n)) }
+	s.hub.encode = encoderFor(s.io)
 	presence, _ := st.(store.Presence)
 	s.online = newOnline(func(users []string) {
 		s.io.Sockets().Emit("get users", users)
