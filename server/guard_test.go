@@ -184,3 +184,30 @@ func TestMalformedPollingPayloadClosesSession(t *testing.T) {
 		t.Errorf("poll after a malformed payload: status %d, want 400 (session closed)", get.StatusCode)
 	}
 }
+
+// TestOriginBehindProxyPort: nginx passes Host without its port ($host), so
+// a page at http://host:8080 upgrades with Origin host:8080 and Host host.
+// The library's own same-origin check refused that; the guard allows it.
+func TestOriginBehindProxyPort(t *testing.T) {
+	e := startServer(t, server.Config{}, nil)
+	h := http.Header{}
+	h.Set("Origin", "http://127.0.0.1:8080")
+	h.Set("Host", "127.0.0.1")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", e.url+"/socket.io/?EIO=4&transport=websocket", nil)
+	req.Host = "127.0.0.1"
+	req.Header = h.Clone()
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", "websocket")
+	req.Header.Set("Sec-WebSocket-Version", "13")
+	req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Errorf("upgrade from a page behind nginx on another port: %s, want 101", resp.Status)
+	}
+}

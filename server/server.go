@@ -161,13 +161,14 @@ func New(cfg Config, st store.Store, log *slog.Logger) (*Server, error) {
 	opts.SetPingTimeout(cfg.PingTimeout)
 	opts.SetMaxHttpBufferSize(cfg.MaxHTTPBufferSize)
 	opts.SetConnectTimeout(10 * time.Second)
-	if len(cfg.Limits.AllowedOrigins) > 0 {
-		// Other origins are allowed: the library must then answer CORS
-		// and accept their WebSocket upgrades (gorilla refuses any
-		// cross-origin upgrade by default). Which origins may is decided
-		// before the engine, by guard.checkOrigin.
-		opts.SetCors(&types.Cors{Origin: func(string) bool { return true }, Credentials: true})
-	}
+	// Which origins may connect is decided before the engine, by
+	// guard.checkOrigin. The library must then accept what reaches it:
+	// its WebSocket upgrader otherwise applies gorilla's same-origin check,
+	// comparing host *and port*, and refuses pages behind an nginx on a
+	// port other than 80 (nginx passes Host without the port), so browsers
+	// silently stayed on long-polling. Setting Cors also makes it answer
+	// CORS for the allowed cross-origin pages.
+	opts.SetCors(&types.Cors{Origin: func(string) bool { return true }, Credentials: true})
 	opts.SetPath("/socket.io")
 	s.io = socket.NewServer(nil, opts)
 	// The engine is built here rather than by ServeHandler so that the

@@ -5,10 +5,14 @@
 # tests against it, and stops it. Exits non-zero if anything fails.
 #   bash e2e/browser/run.sh
 # Screenshots land in e2e/browser/out/. E2E_PORT_MIN/E2E_PORT_MAX bound the
-# ports tried (default 3100..3199). The suite takes about 2 minutes on two
+# ports tried (default 3100..3199). The suite takes about 2.5 minutes on two
 # shared cores; 420 s is the hard stop. test/node-reference.test.js runs the
 # same page against the Node reference server (loadtest/reference) and skips
 # itself without PostgreSQL on 127.0.0.1:5432 or that folder's node_modules.
+# test/failover*.test.js run a primary and a backup on PostgreSQL (a
+# throw-away e2e_fo_* database) behind nginx, kill the primary and watch the
+# pages move to the backup; they skip without nginx or PostgreSQL, except
+# under CI=true, where they fail.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -21,6 +25,15 @@ log() { printf 'run.sh: %s\n' "$*" >&2; }
 if [ ! -x /usr/bin/chromium ]; then
   log "installing chromium"
   apt-get install -y chromium >/dev/null || { apt-get update >/dev/null && apt-get install -y chromium >/dev/null; }
+fi
+
+# nginx for test/failover*.test.js (primary + backup behind the repository's
+# nginx.conf): scripts/ensure-nginx.sh prints its path, installing Debian's
+# package when it is missing. Without it they skip (fail under CI=true).
+if nginx_bin="$(bash "$repo/scripts/ensure-nginx.sh")"; then
+  export NGINX_BIN="$nginx_bin"
+else
+  log "no nginx: test/failover*.test.js will skip (and fail under CI=true)"
 fi
 
 cd "$here"
@@ -70,5 +83,9 @@ done
 
 mkdir -p out
 log "running the tests against $base"
+# Every test sets its own timeout (45..60 s). Node 20 also applies
+# --test-timeout to each test *file* as a whole, and chat.test.js alone takes
+# about 45 s on two idle cores: 240 s keeps a loaded machine from failing a
+# file whose tests all pass; `timeout 420` still bounds the run.
 BASE_URL="$base" CHATD_BIN="$tmp/chatd" \
-  timeout 420 node --test --test-concurrency=1 --test-timeout=60000 test/*.test.js
+  timeout 420 node --test --test-concurrency=1 --test-timeout=240000 test/*.test.js
