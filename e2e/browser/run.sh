@@ -41,6 +41,12 @@ if [ ! -d node_modules ]; then
   log "npm ci"
   npm ci --no-audit --no-fund
 fi
+# The page is also tested against the Node reference server
+# (test/node-reference.test.js), which needs its packages.
+if [ ! -d "$repo/loadtest/reference/node_modules" ]; then
+  log "npm ci in loadtest/reference"
+  (cd "$repo/loadtest/reference" && npm ci --no-audit --no-fund)
+fi
 
 tmp="$(mktemp -d "${TMPDIR:-/tmp}/chat-e2e.XXXXXX")"
 server_pid=""
