@@ -81,10 +81,10 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&c.maxMsgLen, "max-message-length", envInt("MAX_MESSAGE_LENGTH", 2000), "longest message in characters (env MAX_MESSAGE_LENGTH)")
 	fs.Int64Var(&c.maxBuffer, "max-http-buffer-size", int64(envInt("MAX_HTTP_BUFFER_SIZE", 128<<10)),
 		"largest Socket.IO packet or polling request body in bytes (env MAX_HTTP_BUFFER_SIZE)")
-	fs.DurationVar(&c.pingInterval, "ping-interval", envDuration("PING_INTERVAL", 4*time.Second),
+	fs.DurationVar(&c.pingInterval, "ping-interval", envDuration("PING_INTERVAL", 3*time.Second),
 		"Engine.IO heartbeat interval; nginx.conf's proxy_read_timeout must stay above it (env PING_INTERVAL)")
-	fs.DurationVar(&c.pingTimeout, "ping-timeout", envDuration("PING_TIMEOUT", 4*time.Second),
-		"how long after a missed heartbeat a peer counts as gone (env PING_TIMEOUT)")
+	fs.DurationVar(&c.pingTimeout, "ping-timeout", envDuration("PING_TIMEOUT", 5*time.Second),
+		"how long after a missed heartbeat a peer counts as gone; kept above -ping-interval (env PING_TIMEOUT)")
 	fs.DurationVar(&c.sessionTTL, "session-ttl", envDuration("SESSION_TTL", 7*24*time.Hour),
 		"how long a login token lets a client resume without the password (env SESSION_TTL)")
 	fs.Float64Var(&c.limits.AuthPerIP, "auth-rate-per-ip", envFloat("AUTH_RATE_PER_IP", 5),

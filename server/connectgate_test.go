@@ -35,3 +35,36 @@ func TestConnectRace(t *testing.T) {
 		t.Errorf("%d of %d first events lost to the connect race", lost, n)
 	}
 }
+
+// TestHeartbeatRace holds connections through many ping cycles with a
+// timeout shorter than the interval, the configuration in which the
+// library's heartbeat race (see heartbeatWorkaround) closed healthy
+// sessions; with the workaround every connection survives.
+func TestHeartbeatRace(t *testing.T) {
+	if testing.Short() {
+		t.Skip("holds connections for 3 s")
+	}
+	e := startServer(t, server.Config{PingInterval: 100 * time.Millisecond, PingTimeout: 50 * time.Millisecond}, nil)
+	const n = 40
+	conns := make([]*sioclient.Conn, n)
+	for i := range conns {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		c, err := sioclient.Dial(ctx, e.url, sioclient.Options{})
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns[i] = c
+		t.Cleanup(func() { c.Close() })
+	}
+	time.Sleep(3 * time.Second) // 30 ping cycles
+	dropped := 0
+	for _, c := range conns {
+		if c.Err() != nil {
+			dropped++
+		}
+	}
+	if dropped > 0 {
+		t.Errorf("%d of %d healthy connections closed by the server within 30 ping cycles", dropped, n)
+	}
+}

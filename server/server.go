@@ -39,8 +39,10 @@ type Config struct {
 	// request body, in bytes. Default 128 KiB.
 	MaxHTTPBufferSize int64
 	// PingInterval and PingTimeout are the Engine.IO heartbeat: a peer
-	// silent for their sum is considered gone. Defaults 4 s and 4 s: a hung
+	// silent for their sum is considered gone. Defaults 3 s and 5 s: a hung
 	// server is noticed by its clients within 8 s (see nginx.conf).
+	// PingTimeout is raised above PingInterval when it is not: see
+	// heartbeatWorkaround.
 	PingInterval, PingTimeout time.Duration
 	// StoreTimeout bounds each store call. Default 5 s.
 	StoreTimeout time.Duration
@@ -72,10 +74,10 @@ func (c *Config) setDefaults() {
 		c.MaxHTTPBufferSize = 128 << 10
 	}
 	if c.PingInterval == 0 {
-		c.PingInterval = 4 * time.Second
+		c.PingInterval = 3 * time.Second
 	}
 	if c.PingTimeout == 0 {
-		c.PingTimeout = 4 * time.Second
+		c.PingTimeout = 5 * time.Second
 	}
 	if c.StoreTimeout == 0 {
 		c.StoreTimeout = 5 * time.Second
@@ -140,6 +142,11 @@ func New(cfg Config, st store.Store, log *slog.Logger) (*Server, error) {
 	dummy, err := bcrypt.GenerateFromPassword([]byte("not a real password"), cfg.BcryptCost)
 	if err != nil {
 		return nil, err
+	}
+	if t := heartbeatWorkaround(cfg.PingInterval, cfg.PingTimeout); t != cfg.PingTimeout {
+		log.Warn("ping timeout raised above the ping interval (library heartbeat race, see heartbeatWorkaround)",
+			"ping_interval", cfg.PingInterval, "ping_timeout", cfg.PingTimeout, "now", t)
+		cfg.PingTimeout = t
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
@@ -328,3 +335,18 @@ func (s *Server) LameDuck(d time.Duration) {
 
 // Connections returns the number of connected sockets.
 func (s *Server) Connections() int { return s.hub.count() }
+
+// heartbeatWorkaround returns a ping timeout that survives a race in
+// zishang520/socket.io servers/engine v3.0.6 (socket.go; not yet reported
+// upstream): after writing a PING, schedulePing stores the new pong-timeout
+// timer only after sending, so a PONG that comes back first (a millisecond
+// on loopback) cancels the previous, already fired timer, and the new one
+// later closes a healthy session with "ping timeout". The next PING clears
+// that stray timer, so the session survives when the timeout is longer than
+// the interval by a margin. TestHeartbeatRace drops sessions without it.
+func heartbeatWorkaround(interval, timeout time.Duration) time.Duration {
+	if floor := interval + interval/4 + 250*time.Millisecond; timeout < floor {
+		return floor
+	}
+	return timeout
+}

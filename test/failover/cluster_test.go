@@ -26,8 +26,8 @@ import (
 // PING_INTERVAL + PING_TIMEOUT, and nginx.conf's proxy_read_timeout must stay
 // above PING_INTERVAL. See nginx.conf and the README's failover section.
 const (
-	pingInterval = "4s"
-	pingTimeout  = "4s"
+	pingInterval = "3s"
+	pingTimeout  = "5s"
 )
 
 // cluster is chat servers and nginx in front of them: the primary and
