@@ -58,13 +58,27 @@ func (b *Bus) Publish(ctx context.Context, e bus.Event) error {
 }
 
 // Subscribe implements bus.Bus.
+// subscribeWait bounds how long Subscribe waits for the listener's first
+// connection.
+const subscribeWait = 10 * time.Second
+
 func (b *Bus) Subscribe(h bus.Handler) error {
 	select {
 	case <-b.done:
 		return errors.New("pgbus: subscribe after Close")
 	default:
 	}
+	// pq connects in the background and runs LISTEN once connected, so
+	// Listen returns before notices can arrive; only a reconnect is
+	// followed by a nil notification (our Resync), not the first connect.
+	// Subscribe waits for that first connection, so a server does not
+	// miss what is published in its first moments.
+	connected := make(chan struct{})
+	var connectedOnce sync.Once
 	l := pq.NewListener(b.dsn, 100*time.Millisecond, 2*time.Second, func(ev pq.ListenerEventType, err error) {
+		if ev == pq.ListenerEventConnected || ev == pq.ListenerEventReconnected {
+			connectedOnce.Do(func() { close(connected) })
+		}
 		switch ev {
 		case pq.ListenerEventDisconnected:
 			b.log.Warn("bus listener disconnected", "err", err)
@@ -77,6 +91,11 @@ func (b *Bus) Subscribe(h bus.Handler) error {
 	if err := l.Listen(Channel); err != nil {
 		l.Close()
 		return fmt.Errorf("pgbus: listen: %w", err)
+	}
+	select {
+	case <-connected:
+	case <-time.After(subscribeWait):
+		b.log.Warn("bus listener not connected yet: notices published before it connects will be missed")
 	}
 	b.mu.Lock()
 	select {
