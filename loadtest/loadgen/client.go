@@ -14,8 +14,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-
-	"github.com/gorilla/websocket"
 )
 
 // setupAckBase: acknowledgement ids at or above it belong to register and
@@ -44,9 +42,16 @@ type client struct {
 
 	connectedAt time.Time
 
-	// WebSocket
-	ws  *websocket.Conn
-	wmu sync.Mutex
+	// WebSocket, once handed to an event loop (ws.go, evloop.go)
+	fd       int
+	wmu      sync.Mutex
+	closed   bool   // guarded by wmu: fd is closed (and may be reused)
+	wbuf     []byte // guarded by wmu
+	pend     []byte // owned by the loop: the start of a frame not yet complete
+	frag     []byte // owned by the loop: a fragmented message
+	lastRead int64  // owned by the loop: r.now() of the last read
+	lastPing int64  // owned by the reader: r.now() of the last ping
+	pings    int    // owned by the reader: pings answered
 
 	// long-polling
 	poll *poller
@@ -86,21 +91,9 @@ func (c *client) xff() string {
 	return fmt.Sprintf("10.%d.%d.%d", (i>>16)&255, (i>>8)&255, i&255)
 }
 
-// ---- WebSocket ----
-
-func (r *run) wsDialer() *websocket.Dialer {
-	return &websocket.Dialer{
-		NetDialContext:   r.dialContext,
-		HandshakeTimeout: 20 * time.Second,
-		ReadBufferSize:   1024,
-		WriteBufferSize:  512,
-		WriteBufferPool:  &sync.Pool{},
-	}
-}
-
-// dialContext dials from the next source address when several are used.
-// IP_BIND_ADDRESS_NO_PORT lets the kernel pick the port at connect time,
-// unique per 4-tuple rather than per bound address.
+// dialContext dials the server, from the next source address when several
+// are used. IP_BIND_ADDRESS_NO_PORT lets the kernel pick the port at
+// connect time, unique per 4-tuple rather than per bound address.
 func (r *run) dialContext(ctx context.Context, network, addr string) (net.Conn, error) {
 	d := net.Dialer{Timeout: 20 * time.Second}
 	if r.cfg.SourceIPs > 1 && r.v4 {
@@ -118,120 +111,6 @@ func (r *run) dialContext(ctx context.Context, network, addr string) (net.Conn, 
 		}
 	}
 	return d.DialContext(ctx, "tcp", r.hostport)
-}
-
-// connectWS opens the WebSocket and completes the Engine.IO and Socket.IO
-// handshakes.
-func (c *client) connectWS(ctx context.Context) error {
-	var hdr http.Header
-	if c.r.cfg.XFF {
-		hdr = http.Header{"X-Forwarded-For": {c.xff()}}
-	}
-	ws, resp, err := c.r.dialer.DialContext(ctx, c.r.wsURL, hdr)
-	if err != nil {
-		if resp != nil {
-			return fmt.Errorf("websocket dial: %w (HTTP %d)", err, resp.StatusCode)
-		}
-		return fmt.Errorf("websocket dial: %w", err)
-	}
-	ws.SetReadLimit(64 << 20)
-	deadline := time.Now().Add(20 * time.Second)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
-	}
-	ws.SetReadDeadline(deadline)
-	c.ws = ws
-	var buf []byte
-	buf, err = c.readWS(buf)
-	if err != nil {
-		ws.Close()
-		return fmt.Errorf("engine.io open: %w", err)
-	}
-	if _, err := c.setSilence(buf); err != nil {
-		ws.Close()
-		return err
-	}
-	if err := c.writeWS([]byte("40")); err != nil {
-		ws.Close()
-		return err
-	}
-	for i := 0; i < 100; i++ {
-		buf, err = c.readWS(buf)
-		if err != nil {
-			ws.Close()
-			return fmt.Errorf("socket.io connect: %w", err)
-		}
-		switch {
-		case len(buf) == 1 && buf[0] == '2':
-			if err := c.writeWS([]byte("3")); err != nil {
-				ws.Close()
-				return err
-			}
-		case bytes.HasPrefix(buf, []byte("40")):
-			ws.SetReadDeadline(time.Now().Add(c.silence))
-			return nil
-		default:
-			ws.Close()
-			return fmt.Errorf("unexpected packet during connect: %.60q", buf)
-		}
-	}
-	ws.Close()
-	return errors.New("socket.io connect: no CONNECT after 100 packets")
-}
-
-// readWS reads one whole frame into buf, reusing its storage.
-func (c *client) readWS(buf []byte) ([]byte, error) {
-	_, rd, err := c.ws.NextReader()
-	if err != nil {
-		return buf, err
-	}
-	buf = buf[:0]
-	for {
-		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)]
-		}
-		n, err := rd.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
-		if err == io.EOF {
-			return buf, nil
-		}
-		if err != nil {
-			return buf, err
-		}
-	}
-}
-
-func (c *client) writeWS(b []byte) error {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	c.ws.SetWriteDeadline(time.Now().Add(10 * time.Second))
-	return c.ws.WriteMessage(websocket.TextMessage, b)
-}
-
-// readLoopWS runs on the client's own goroutine until the connection ends.
-func (c *client) readLoopWS() error {
-	buf := make([]byte, 0, 512)
-	for {
-		var err error
-		buf, err = c.readWS(buf)
-		if err != nil {
-			return err
-		}
-		reply, err := c.handle(buf)
-		if err != nil {
-			return err
-		}
-		if reply != nil {
-			// A ping: the server is alive; answer and wait for the next.
-			c.ws.SetReadDeadline(time.Now().Add(c.silence))
-			if err := c.writeWS(reply); err != nil {
-				return err
-			}
-		}
-		if cap(buf) > 64<<10 {
-			buf = make([]byte, 0, 512) // a big history: do not keep it
-		}
-	}
 }
 
 // ---- long-polling ----
@@ -385,6 +264,8 @@ func (c *client) handle(p []byte) ([]byte, error) {
 	}
 	switch p[0] {
 	case '2': // ping
+		c.lastPing = c.r.now()
+		c.pings++
 		return pong, nil
 	case '1':
 		return nil, errors.New("server closed the Engine.IO session")
@@ -450,7 +331,7 @@ func (c *client) call(ctx context.Context, event string, payload any) ([]byte, e
 	}
 	c.nextAck++
 	frame := "42" + strconv.FormatInt(setupAckBase+c.nextAck, 10) + string(b)
-	if err := c.writeWS([]byte(frame)); err != nil {
+	if err := c.writeText([]byte(frame)); err != nil {
 		return nil, err
 	}
 	select {
@@ -461,12 +342,8 @@ func (c *client) call(ctx context.Context, event string, payload any) ([]byte, e
 	}
 }
 
-// close ends the connection without a goodbye; the reader goroutine then
-// returns.
-func (c *client) close() {
-	if c.ws != nil {
-		c.ws.Close()
-	}
+// closePolling ends a polling client's requests; its reader returns.
+func (c *client) closePolling() {
 	if c.poll != nil {
 		c.poll.cancel()
 	}

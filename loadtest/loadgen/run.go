@@ -13,8 +13,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/gorilla/websocket"
 )
 
 // run is the state of one Run, shared by every goroutine.
@@ -26,9 +24,9 @@ type run struct {
 	marker   []byte // `"lt:<run>:` starts each message text
 	hostport string
 	v4       bool
-	wsURL    string
 	pollURL  string
-	dialer   *websocket.Dialer
+	wsPath   string
+	loops    []*evloop
 	httpc    *http.Client
 	srcNext  atomic.Uint64
 
@@ -154,9 +152,23 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if r.hostport, r.v4, err = target(cfg.URL); err != nil {
 		return nil, err
 	}
-	r.wsURL = "ws://" + r.hostport + "/socket.io/?EIO=4&transport=websocket"
+	r.wsPath = "/socket.io/?EIO=4&transport=websocket"
 	r.pollURL = "http://" + r.hostport + "/socket.io/?EIO=4&transport=polling"
-	r.dialer = r.wsDialer()
+	nloops := cfg.Loops
+	if nloops <= 0 {
+		nloops = 1
+	}
+	for i := 0; i < nloops; i++ {
+		l, err := newEvloop(r)
+		if err != nil {
+			for _, l := range r.loops {
+				l.shutdown()
+			}
+			return nil, err
+		}
+		r.loops = append(r.loops, l)
+	}
+	defer r.closeAll()
 	r.httpc = &http.Client{Transport: &http.Transport{
 		DialContext:         r.dialContext,
 		MaxIdleConnsPerHost: 2*cfg.Clients + 16,
@@ -192,8 +204,6 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 
 	stopProgress := r.progress(srv)
 	defer stopProgress()
-
-	defer r.closeAll()
 
 	// 1. Senders: connect, register, log in. Outside every measurement.
 	r.phase.Store("senders")
@@ -321,30 +331,35 @@ func (r *run) connectOne(ctx context.Context, c *client) error {
 	r.clients[c.idx] = c
 	r.connected.Add(1)
 	r.alive.Add(1)
-	r.readers.Add(1)
-	go func() {
-		defer r.readers.Done()
-		var err error
-		if c.polling {
-			err = c.readLoopPolling()
-		} else {
-			err = c.readLoopWS()
-		}
-		c.dead.Store(true)
-		if !r.closing.Load() {
-			// The server (or the network) ended it during the run.
-			r.disconnects.Add(1)
-			kind := "websocket"
-			if c.polling {
-				kind = "polling"
-			}
-			r.noteErr("disconnect", fmt.Errorf("client %d (%s, connected %s before): %w",
-				c.idx, kind, time.Since(c.connectedAt).Round(time.Millisecond), err))
-			r.deadDelivered.Add(c.delivered.Load())
-			r.alive.Add(-1)
-		}
-	}()
+	if c.polling {
+		r.readers.Add(1)
+		go func() {
+			defer r.readers.Done()
+			r.onDead(c, c.readLoopPolling())
+		}()
+	}
 	return nil
+}
+
+// onDead records the end of c's connection (once).
+func (r *run) onDead(c *client, err error) {
+	if c.dead.Swap(true) || r.closing.Load() {
+		return
+	}
+	// The server (or the network) ended it during the run.
+	r.disconnects.Add(1)
+	kind := "websocket"
+	if c.polling {
+		kind = "polling"
+	}
+	lastPing := "no ping yet"
+	if c.lastPing > 0 {
+		lastPing = fmt.Sprintf("last ping %s before", time.Duration(r.now()-c.lastPing).Round(time.Millisecond))
+	}
+	r.noteErr("disconnect", fmt.Errorf("client %d (%s, connected %s before, %d pings answered, %s): %w",
+		c.idx, kind, time.Since(c.connectedAt).Round(time.Millisecond), c.pings, lastPing, err))
+	r.deadDelivered.Add(c.delivered.Load())
+	r.alive.Add(-1)
 }
 
 // connectRest connects the clients after the senders at cfg.Ramp per
@@ -492,6 +507,9 @@ func (r *run) sendAndDrain(res *Result, srv *procWatch) {
 	// Drain: until every live client has every sent message, or -drain.
 	r.phase.Store("drain")
 	complete := func() bool {
+		if cfg.Ack && r.acksOK.Load()+r.acksFail.Load() < r.sent.Load() && !r.clientsDead(senders) {
+			return false
+		}
 		return r.delivered.Load()-r.deadDelivered.Load() >= r.sent.Load()*r.alive.Load()
 	}
 	waitUntil(r.ctx, cfg.Drain, complete)
@@ -577,6 +595,17 @@ func (r *run) sendAndDrain(res *Result, srv *procWatch) {
 	}
 }
 
+// clientsDead reports whether any sender's connection has ended (its
+// acknowledgements can no longer come).
+func (r *run) clientsDead(ss []*sender) bool {
+	for _, s := range ss {
+		if s.c.dead.Load() {
+			return true
+		}
+	}
+	return false
+}
+
 // sendLoop writes each message handed to s: `send message` with the text
 // "lt:<run>:<seq>:<sendUnixNano>", with an ack id (= seq) when cfg.Ack.
 func (r *run) sendLoop(s *sender) {
@@ -594,7 +623,7 @@ func (r *run) sendLoop(s *sender) {
 		buf = strconv.AppendInt(buf, time.Now().UnixNano(), 10)
 		buf = append(buf, `"]`...)
 		r.sentAt[seq].Store(r.now())
-		if err := s.c.writeWS(buf); err != nil {
+		if err := s.c.writeText(buf); err != nil {
 			r.sentAt[seq].Store(0)
 			r.sendFail.Add(1)
 			r.noteErr("send", err)
@@ -608,9 +637,12 @@ func (r *run) sendLoop(s *sender) {
 func (r *run) closeAll() {
 	r.closing.Store(true)
 	r.phase.Store("close")
+	for _, l := range r.loops {
+		l.shutdown()
+	}
 	for _, c := range r.clients {
 		if c != nil {
-			c.close()
+			c.closePolling()
 		}
 	}
 	done := make(chan struct{})

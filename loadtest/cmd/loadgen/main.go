@@ -50,6 +50,8 @@ func run() int {
 	fs.IntVar(&c.ServerPID, "server-pid", 0, "server process to read CPU and RSS from /proc")
 	fs.BoolVar(&c.Ack, "ack", true, "ask for an acknowledgement of each send (the Go server's extension; use -ack=false for the Node reference)")
 	fs.BoolVar(&c.XFF, "xff", true, "give each client its own X-Forwarded-For address, as nginx would")
+	fs.DurationVar(&c.PongDelay, "pong-delay", 0, "answer each Engine.IO ping this late (default: at once)")
+	fs.IntVar(&c.Loops, "loops", 0, "epoll loops reading the WebSocket connections (default 1)")
 	fs.IntVar(&c.SourceIPs, "source-ips", 1, "spread connections over source addresses 127.0.0.1..127.0.0.N (more ephemeral ports)")
 	fs.StringVar(&c.Prefix, "prefix", "", "senders' username prefix (default: lt + a random run id)")
 	fs.StringVar(&c.Password, "password", "", "senders' password")

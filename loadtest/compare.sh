@@ -1,0 +1,341 @@
+#!/usr/bin/env bash
+# Compares the Go server with the Node reference under the same load, on the
+# same PostgreSQL, with the same load generator (loadtest/cmd/loadgen), and
+# writes loadtest/RESULTS.md.
+#
+#   loadtest/compare.sh            # the full comparison (about 30-40 min)
+#   loadtest/compare.sh --quick    # one small scenario on both servers (< 2 min), for CI
+#
+# Full: 1,000 clients x 20 msg/s, 5,000 x 5, 5,000 x 20 (RUNS runs each,
+# A/B alternated), 10,000 idle connections (RUNS runs), the most idle
+# connections held (10k -> 15k -> 19.5k, stop at the first failure), a
+# heartbeat check (2,000 idle, pongs at once) and the report's 450-user mocha
+# test (RUNS runs). Every server start gets a fresh database lt_<kind>_<pid>_<n>
+# on 127.0.0.1:5432 (user postgres, trust auth), dropped when the server stops.
+#
+# Environment (all optional):
+#   RUNS=3            runs per scenario and server (full mode)
+#   MSG_SECONDS=20    sending phase of each message scenario
+#   PONG_DELAY=20ms   how late the generator answers pings (see README: the heartbeat race)
+#   SCENARIOS="c1000r20 c5000r5 c5000r20 idle10k maxidle race mocha"   subset to run
+#   GO_BIN=path       use this chatd binary instead of building the working tree
+#   KEEP_LOGS=1       keep server and generator logs (/tmp/lt-compare-logs.<pid>)
+#
+# Ports 3500-3599, loopback only. Exits 0 when every run completed (full) or
+# when every run was exact (quick); 1 otherwise.
+set -uo pipefail
+
+mode=full
+case "${1:-}" in
+  --quick) mode=quick ;;
+  "") ;;
+  *) echo "usage: $0 [--quick]" >&2; exit 2 ;;
+esac
+
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/.." && pwd)"
+tmp="$(mktemp -d /tmp/lt-compare.XXXXXX)"
+results="$tmp/results.jsonl"
+: >"$results"
+RUNS="${RUNS:-3}"
+MSG_SECONDS="${MSG_SECONDS:-20}"
+PONG_DELAY="${PONG_DELAY:-20ms}"
+SCENARIOS="${SCENARIOS:-c1000r20 c5000r5 c5000r20 idle10k maxidle race mocha}"
+PGURL_BASE="postgres://postgres@127.0.0.1:5432"
+
+server_pid=""
+server_db=""
+server_port=""
+server_log=""
+dbn=0
+failed=0
+
+log() { printf '%s compare: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+stop_server() {
+  if [ -n "$server_pid" ]; then
+    if kill -0 "$server_pid" 2>/dev/null; then
+      kill "$server_pid" 2>/dev/null
+      for _ in $(seq 1 50); do # at most 10 s, then SIGKILL
+        kill -0 "$server_pid" 2>/dev/null || break
+        sleep 0.2
+      done
+      kill -9 "$server_pid" 2>/dev/null
+    fi
+    wait "$server_pid" 2>/dev/null
+    server_pid=""
+  fi
+  if [ -n "$server_db" ]; then
+    psql "$PGURL_BASE/postgres" -qc "DROP DATABASE IF EXISTS $server_db WITH (FORCE)" >/dev/null 2>&1 ||
+      log "could not drop database $server_db"
+    server_db=""
+  fi
+}
+
+cleanup() {
+  stop_server
+  if [ "${KEEP_LOGS:-}" = 1 ] || [ "$failed" != 0 ]; then
+    keep="/tmp/lt-compare-logs.$$"
+    mkdir -p "$keep" && cp "$tmp"/*.log "$tmp"/results.jsonl "$keep"/ 2>/dev/null
+    log "logs kept in $keep"
+  fi
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+die() { log "$*"; failed=1; exit 1; }
+
+free_port() {
+  for p in $(seq 3500 3599); do
+    if [ -z "$(ss -Htln "sport = :$p" 2>/dev/null)" ]; then
+      echo "$p"
+      return 0
+    fi
+  done
+  return 1
+}
+
+# start_server go|node: a fresh database and a fresh process; sets
+# server_pid, server_port, server_db, server_log.
+start_server() {
+  local kind="$1"
+  dbn=$((dbn + 1))
+  server_db="lt_${kind}_$$_$dbn"
+  server_port="$(free_port)" || die "no free port in 3500-3599"
+  server_log="$tmp/server-$kind-$dbn.log"
+  psql "$PGURL_BASE/postgres" -v ON_ERROR_STOP=1 -qc "CREATE DATABASE $server_db" >/dev/null ||
+    { server_db=""; die "could not create a database (is PostgreSQL on 127.0.0.1:5432 with trust auth?)"; }
+  local ready_path
+  if [ "$kind" = go ]; then
+    env -u SQLITE_PATH ADDR=127.0.0.1 PORT="$server_port" \
+      DATABASE_URL="$PGURL_BASE/$server_db?sslmode=disable" "$chatd" >"$server_log" 2>&1 &
+    server_pid=$!
+    ready_path=/healthz
+  else
+    # The reference listens on every interface; the preload pins it to
+    # 127.0.0.1. start.sh execs node, so $! is node's pid.
+    NODE_OPTIONS="--require $tmp/loopback.js" PORT="$server_port" \
+      DATABASE_URL="$PGURL_BASE/$server_db" "$here/reference/start.sh" >"$server_log" 2>&1 &
+    server_pid=$!
+    ready_path=/socket.io/socket.io.js
+  fi
+  for _ in $(seq 1 300); do # at most 60 s
+    kill -0 "$server_pid" 2>/dev/null || { tail -20 "$server_log" >&2; die "$kind server exited before it was ready"; }
+    if curl -fs -o /dev/null --max-time 2 "http://127.0.0.1:$server_port$ready_path"; then
+      # The reference reads its tables asynchronously after listening.
+      sleep 0.5
+      return 0
+    fi
+    sleep 0.2
+  done
+  die "$kind server not ready after 60 s"
+}
+
+# loadgen <kind> <scenario> <label> args...: one generator run against the
+# running server; its JSON line goes to $results.
+run_loadgen() {
+  local kind="$1" scen="$2" label="$3"
+  shift 3
+  local extra=()
+  [ "$kind" = node ] && extra+=(-ack=false)
+  local lglog="$tmp/loadgen-$scen-$kind-${label// /_}.log"
+  local out
+  out="$("$loadgen" -url "http://127.0.0.1:$server_port" -server-pid "$server_pid" -server-name "$kind" \
+    -scenario "$scen" -label "$label" -pong-delay "$PONG_DELAY" "${extra[@]}" "$@" 2>"$lglog")"
+  local status=$?
+  if [ -z "$out" ]; then
+    tail -20 "$lglog" >&2
+    log "$scen $kind $label: the load generator failed (status $status)"
+    failed=1
+    return 1
+  fi
+  printf '%s\n' "$out" >>"$results"
+  printf '%s\n' "$out" | jq -r --arg s "$scen" --arg k "$kind" --arg l "$label" \
+    '"\($s) \($k) \($l): ok=\(.ok) clients=\(.clients) delivered=\(.delivered)/\(.expected) fanout_p50=\(.fanout.p50_ms)ms p99=\(.fanout.p99_ms)ms server=\(.server.cpu_us_per_delivery)us/delivery loadgen=\(.loadgen.cpu_us_per_delivery)us/delivery rss_peak=\(.server.rss_peak_mb)MB\(if .idle then " idle: \(.idle.server_kb_per_conn)KB/conn alive=\(.idle.alive)" else "" end)\(if (.problems|length)>0 then " PROBLEMS: \(.problems|join("; "))" else "" end)"' >&2
+  return "$status"
+}
+
+# scenario <name> <runs> args...: RUNS runs on each server, A/B alternated.
+scenario() {
+  local scen="$1" runs="$2"
+  shift 2
+  for run in $(seq 1 "$runs"); do
+    local order="go node"
+    [ $((run % 2)) = 0 ] && order="node go"
+    for kind in $order; do
+      start_server "$kind"
+      run_loadgen "$kind" "$scen" "run $run" "$@"
+      local st=$?
+      stop_server
+      [ "$mode" = quick ] && [ "$st" != 0 ] && failed=1
+    done
+  done
+}
+
+# maxidle: 10k -> 15k -> 19.5k idle connections per server, stop at the
+# first failure. 19.5k is the most the hard open-files limit allows a
+# process (the generator holds one descriptor per connection, as does the
+# server).
+maxidle() {
+  local hard steps=""
+  hard="$(ulimit -Hn)"
+  for n in 10000 15000 19500 30000 50000; do
+    [ "$n" -le $((hard - 400)) ] && steps="$steps $n"
+  done
+  for kind in go node; do
+    for n in $steps; do
+      start_server "$kind"
+      run_loadgen "$kind" "maxidle" "$n" -idle -clients "$n" -hold 30s -ramp 2000 -source-ips 4 -settle 2s
+      local st=$?
+      stop_server
+      [ "$st" = 0 ] || break
+    done
+  done
+}
+
+# mocha: the report's 450-user test, timed two ways: mocha's own wall time
+# (it fails at its 30 s timeout on a busy machine), and the time until the
+# 450th row is in user_table (polled every 0.25 s, at most 120 s): the
+# registrations themselves, whether or not mocha gave up first.
+mocha() {
+  [ -d "$here/node_modules" ] || (cd "$here" && npm ci --no-audit --no-fund) || die "npm ci failed in $here"
+  for run in $(seq 1 "$RUNS"); do
+    local order="go node"
+    [ $((run % 2)) = 0 ] && order="node go"
+    for kind in $order; do
+      start_server "$kind"
+      local start end st mpid reg="null" n el now la0 last_n=0 last_t
+      la0="$(cut -d' ' -f1-3 /proc/loadavg)"
+      start="$EPOCHREALTIME"
+      last_t="$start"
+      (cd "$here" && TARGET_URL="http://127.0.0.1:$server_port" timeout -k 5 180 npx mocha >"$tmp/mocha-$kind-$run.log" 2>&1) &
+      mpid=$!
+      end=""
+      for _ in $(seq 1 480); do
+        n="$(psql "$PGURL_BASE/$server_db" -tAc 'SELECT count(*) FROM user_table' 2>/dev/null)"
+        now="$EPOCHREALTIME"
+        case "$n" in '' | *[!0-9]*) n=0 ;; esac
+        if [ "$n" -gt "$last_n" ]; then
+          last_n="$n"
+          last_t="$now"
+        fi
+        if [ -z "$end" ] && ! kill -0 "$mpid" 2>/dev/null; then
+          end="$now"
+        fi
+        [ "$n" -ge 450 ] && break
+        # mocha is done and nothing was stored for 5 s: no more will come.
+        [ -n "$end" ] && awk -v a="$last_t" -v b="$now" 'BEGIN { exit !(b - a > 5) }' && break
+        sleep 0.25
+      done
+      reg="$(awk -v a="$start" -v b="$last_t" 'BEGIN { printf "%.3f", b - a }')"
+      wait "$mpid"
+      st=$?
+      [ -n "$end" ] || end="$EPOCHREALTIME"
+      stop_server
+      el="$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.3f", b - a }')"
+      log "mocha450 $kind run $run: mocha status $st, ${el}s; $last_n users stored, the last after ${reg}s"
+      [ "$st" = 0 ] || tail -8 "$tmp/mocha-$kind-$run.log" >&2
+      printf '{"tool":"mocha","server_name":"%s","scenario":"mocha450","label":"run %d","status":%d,"elapsed_s":%s,"registered_s":%s,"registered":%d,"loadavg_start":"%s"}\n' \
+        "$kind" "$run" "$st" "$el" "$reg" "$last_n" "$la0" >>"$results"
+    done
+  done
+}
+
+want() { case " $SCENARIOS " in *" $1 "*) return 0 ;; esac; return 1; }
+
+# ---- preparation ----
+
+for tool in go node psql curl jq ss; do
+  command -v "$tool" >/dev/null || die "$tool is needed"
+done
+psql "$PGURL_BASE/postgres" -tAc 'SELECT 1' >/dev/null 2>&1 || die "PostgreSQL not reachable as postgres@127.0.0.1:5432 (trust auth)"
+
+# One descriptor per connection in both the server and the generator.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null
+log "open files limit $(ulimit -n) (hard $(ulimit -Hn))"
+
+cat >"$tmp/loopback.js" <<'EOF'
+// Preloaded into the Node reference by compare.sh: server.listen(PORT)
+// binds 127.0.0.1 only.
+'use strict';
+const net = require('net');
+const listen = net.Server.prototype.listen;
+net.Server.prototype.listen = function (...args) {
+  if (typeof args[0] === 'number' && (args.length === 1 || typeof args[1] === 'function')) {
+    args.splice(1, 0, '127.0.0.1');
+  }
+  return listen.apply(this, args);
+};
+EOF
+
+[ -d "$here/reference/node_modules" ] || (cd "$here/reference" && npm ci --no-audit --no-fund) || die "npm ci failed in reference/"
+
+log "building"
+if [ -n "${GO_BIN:-}" ]; then
+  chatd="$GO_BIN"
+else
+  chatd="$tmp/chatd"
+  (cd "$root" && go build -o "$chatd" .) || die "go build of the server failed"
+fi
+loadgen="$tmp/loadgen"
+(cd "$root" && go build -o "$loadgen" ./loadtest/cmd/loadgen && go build -o "$tmp/ltreport" ./loadtest/cmd/ltreport) ||
+  die "go build of the load generator failed"
+
+loadavg_start="$(cut -d' ' -f1-3 /proc/loadavg)"
+nproc_="$(nproc)"
+load1="${loadavg_start%% *}"
+if awk -v l="$load1" -v n="$nproc_" 'BEGIN { exit !(l > n) }'; then
+  log "WARNING: load average $loadavg_start on $nproc_ cores: other work shares the CPU; timings will be noisy"
+fi
+
+# ---- scenarios ----
+
+start_ts="$(date -u '+%Y-%m-%d %H:%M UTC')"
+if [ "$mode" = quick ]; then
+  scenario quick 1 -clients 200 -senders 5 -rate 10 -duration 10s -polling 0.1 -drain 20s
+else
+  want c1000r20 && scenario c1000r20 "$RUNS" -clients 1000 -senders 10 -rate 20 -duration "${MSG_SECONDS}s" -drain 60s
+  want c5000r5 && scenario c5000r5 "$RUNS" -clients 5000 -senders 10 -rate 5 -duration "${MSG_SECONDS}s" -drain 60s -source-ips 4
+  want c5000r20 && scenario c5000r20 "$RUNS" -clients 5000 -senders 10 -rate 20 -duration "${MSG_SECONDS}s" -drain 90s -source-ips 4
+  want idle10k && scenario idle10k "$RUNS" -idle -clients 10000 -hold 15s -ramp 2000 -source-ips 4
+  want maxidle && maxidle
+  if want race; then
+    for kind in go node; do
+      start_server "$kind"
+      PONG_DELAY=0s run_loadgen "$kind" race "pong at once" -idle -clients 2000 -hold 30s
+      stop_server
+    done
+  fi
+  want mocha && mocha
+fi
+
+# ---- report ----
+
+loadavg_end="$(cut -d' ' -f1-3 /proc/loadavg)"
+commit="$(cd "$root" && git rev-parse --short HEAD 2>/dev/null)"
+if [ -n "$(cd "$root" && git --no-optional-locks status --porcelain --untracked-files=no 2>/dev/null)" ]; then
+  commit="$commit + uncommitted changes"
+fi
+args=""
+[ "$mode" = quick ] && args=" --quick"
+jq -nc \
+  --arg args "$args" --arg date "$start_ts" \
+  --arg cpu "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')" \
+  --arg nproc "$nproc_" \
+  --arg ram "$(awk '/MemTotal/ { printf "%.1f GB", $2 / 1048576 }' /proc/meminfo)" \
+  --arg kernel "$(uname -r)" --arg go "$(go version | cut -d' ' -f3-)" --arg node "$(node --version)" \
+  --arg postgres "$(psql "$PGURL_BASE/postgres" -tAc 'SHOW server_version' 2>/dev/null)" \
+  --arg nofile "ulimit -n $(ulimit -n) (hard $(ulimit -Hn))" --arg commit "$commit" \
+  --arg la0 "$loadavg_start (1, 5, 15 min; $nproc_ cores)" --arg la1 "$loadavg_end" \
+  --arg settings "RUNS=$RUNS MSG_SECONDS=$MSG_SECONDS PONG_DELAY=$PONG_DELAY; Go server defaults (bcrypt 10, ping 4 s/4 s, history 100); Node reference as is (ping 25 s/20 s)" \
+  '{tool:"meta", meta:{args:$args, date:$date, cpu:$cpu, nproc:$nproc, ram:$ram, kernel:$kernel, go:$go, node:$node,
+    postgres:$postgres, nofile:$nofile, commit:$commit, loadavg_start:$la0, loadavg_end:$la1, settings:$settings}}' >>"$results"
+
+if [ "$mode" = quick ]; then
+  "$tmp/ltreport" -in "$results" || failed=1
+else
+  "$tmp/ltreport" -in "$results" -out "$here/RESULTS.md" || die "ltreport failed"
+  log "wrote $here/RESULTS.md"
+fi
+exit "$failed"
