@@ -79,6 +79,7 @@ func (c *client) setSilence(open []byte) (handshakeInfo, error) {
 	if err := json.Unmarshal(open[1:], &hs); err != nil {
 		return hs, fmt.Errorf("bad Engine.IO open packet: %w", err)
 	}
+	c.r.pingOnce.Do(func() { c.r.pingInterval, c.r.pingTimeout = hs.PingInterval, hs.PingTimeout })
 	c.silence = time.Duration(hs.PingInterval+hs.PingTimeout)*time.Millisecond + 5*time.Second
 	if hs.PingInterval <= 0 {
 		c.silence = time.Minute

@@ -118,7 +118,7 @@ func (l *evloop) loop() {
 // returns false (wait) once epoll_wait(0) finds none.
 func (l *evloop) poll(fd uintptr) bool {
 	for {
-		n, err := syscall.EpollWait(int(fd), l.events, 0)
+		n, err := rawEpollPoll(int(fd), l.events)
 		if err == syscall.EINTR {
 			continue
 		}
@@ -172,14 +172,14 @@ func (l *evloop) readable(c *client) {
 			copy(np, c.pend)
 			c.pend = np
 		}
-		n, err := syscall.Read(c.fd, c.pend[len(c.pend):cap(c.pend)])
+		n, err := rawRead(c.fd, c.pend[len(c.pend):cap(c.pend)])
 		if done := l.readErr(c, n, err); done {
 			return
 		}
 		c.pend = c.pend[:len(c.pend)+n]
 		data = c.pend
 	} else {
-		n, err := syscall.Read(c.fd, l.buf)
+		n, err := rawRead(c.fd, l.buf)
 		if done := l.readErr(c, n, err); done {
 			return
 		}
@@ -314,6 +314,6 @@ func (c *client) writeControl(op byte, p []byte) error {
 		return errClosed
 	}
 	f := appendFrame(nil, op, p, maskKey())
-	_, err := syscall.Write(c.fd, f)
+	_, err := rawWrite(c.fd, f)
 	return err
 }

@@ -159,7 +159,7 @@ func TestRunAgainstServer(t *testing.T) {
 		res, err := Run(context.Background(), Config{
 			URL: url, Clients: 40, Senders: 3, Rate: 40, Messages: 40, Duration: 5 * time.Second,
 			Drain: 10 * time.Second, Settle: 100 * time.Millisecond, Polling: 0.25, Ack: ack, XFF: true,
-			PongDelay: 20 * time.Millisecond, ServerPID: os.Getpid(), MaxRun: time.Minute,
+			ServerPID: os.Getpid(), MaxRun: time.Minute,
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -172,6 +172,9 @@ func TestRunAgainstServer(t *testing.T) {
 		}
 		if ack && (res.Ack == nil || res.AcksOK != 40) {
 			t.Fatalf("acks %d", res.AcksOK)
+		}
+		if res.PingIntervalMs <= 0 || res.PingTimeoutMs <= 0 {
+			t.Fatalf("heartbeat not recorded: %d/%d", res.PingIntervalMs, res.PingTimeoutMs)
 		}
 		if res.Fanout.N != 40 || res.Fanout.P50 <= 0 || res.Fanout.Max < res.Fanout.P99 {
 			t.Fatalf("fanout %+v", res.Fanout)

@@ -29,6 +29,10 @@ type Result struct {
 	MessagesSent    int     `json:"messages_sent"`
 	Receivers       int     `json:"receivers"` // clients alive when sending began
 
+	// The server's Engine.IO heartbeat, from its open packet.
+	PingIntervalMs int64 `json:"server_ping_interval_ms"`
+	PingTimeoutMs  int64 `json:"server_ping_timeout_ms"`
+
 	SenderSetupS float64 `json:"sender_setup_s"` // connect + register + login of the senders
 	Connect      struct {
 		OK     int     `json:"ok"`

@@ -65,6 +65,9 @@ type run struct {
 	delivery      Hist
 
 	readers sync.WaitGroup
+
+	pingOnce                  sync.Once
+	pingInterval, pingTimeout int64 // ms, from the first Engine.IO open packet
 }
 
 func (r *run) now() int64 { return int64(time.Since(r.base)) + 1 }
@@ -672,6 +675,10 @@ func (r *run) finish(res *Result, srv *procWatch) {
 	}
 	r.errMu.Unlock()
 	res.Loadgen.RSSMB = mb(selfRSS())
+	if r.connected.Load() > 0 {
+		r.pingOnce.Do(func() {}) // happens-before for the fields set in it
+		res.PingIntervalMs, res.PingTimeoutMs = r.pingInterval, r.pingTimeout
+	}
 	res.LoadAvgEnd = loadAvg()
 	if cfg := r.cfg; cfg.Polling > 0 {
 		n := 0

@@ -296,7 +296,7 @@ func (c *client) writeText(p []byte) error {
 	b := c.wbuf
 	deadline := time.Time{}
 	for len(b) > 0 {
-		n, err := syscall.Write(c.fd, b)
+		n, err := rawWrite(c.fd, b)
 		if n > 0 {
 			b = b[n:]
 		}
