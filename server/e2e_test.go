@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/chatd/chat/internal/sioclient"
+	"github.com/chatd/chat/internal/testproc"
 	"github.com/chatd/chat/server"
 	"github.com/chatd/chat/store"
 	"github.com/chatd/chat/store/sqlite"
@@ -26,24 +27,7 @@ type env struct {
 	url   string
 	store store.Store
 	srv   *server.Server
-	logs  *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	logs  *testproc.Log
 }
 
 func startServer(t testing.TB, cfg server.Config, st store.Store) *env {
@@ -59,7 +43,7 @@ func startServer(t testing.TB, cfg server.Config, st store.Store) *env {
 	if cfg.BcryptCost == 0 {
 		cfg.BcryptCost = 4 // the cheapest cost: these tests are about the protocol
 	}
-	logs := &syncBuffer{}
+	logs := &testproc.Log{}
 	log := slog.New(slog.NewTextHandler(io.MultiWriter(logs), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	srv, err := server.New(cfg, st, log)
 	if err != nil {

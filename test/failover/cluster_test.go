@@ -8,7 +8,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -20,6 +19,7 @@ import (
 	"time"
 
 	"github.com/chatd/chat/internal/testpg"
+	"github.com/chatd/chat/internal/testproc"
 )
 
 // Heartbeat settings under test: a hung server is noticed by clients after
@@ -48,35 +48,8 @@ type cluster struct {
 
 type proc struct {
 	cmd  *exec.Cmd
-	logs *logBuf
+	logs *testproc.Log
 	done chan struct{}
-}
-
-type logBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 func repoRoot(t *testing.T) string {
@@ -130,12 +103,12 @@ func newClusterOf(t *testing.T, conf string, names []string, env ...string) *clu
 		dsn:   testpg.New(t),
 		env:   env,
 		conf:  conf,
-		ports: map[string]int{"nginx": freePort(t)},
+		ports: map[string]int{"nginx": testproc.FreePort(t)},
 		addrs: map[string]string{},
 		procs: map[string]*proc{},
 	}
 	for i, name := range names {
-		c.ports[name] = freePort(t)
+		c.ports[name] = testproc.FreePort(t)
 		c.addrs[fmt.Sprintf("127.0.0.1:%d", 3000+i)] = name
 	}
 	os.Chmod(c.dir, 0o755) // nginx workers run as nobody when started by root
@@ -167,7 +140,7 @@ func (c *cluster) start(name string) {
 		// is about failover, not password hashing.
 		"BCRYPT_COST=4")
 	cmd.Env = append(cmd.Env, c.env...)
-	logs := &logBuf{}
+	logs := &testproc.Log{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		c.t.Fatal(err)
@@ -211,7 +184,7 @@ func (c *cluster) startNginx(bin string) {
 	}
 	cmd := exec.Command(bin, "-p", prefix, "-c", filepath.Join(prefix, "nginx.conf"),
 		"-g", fmt.Sprintf("daemon off; pid %s/nginx.pid; error_log %s/error.log;", prefix, prefix))
-	logs := &logBuf{}
+	logs := &testproc.Log{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	// Its own process group, so stopAll ends the workers with the master.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

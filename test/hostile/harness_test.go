@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/chatd/chat/internal/sioclient"
+	"github.com/chatd/chat/internal/testproc"
 	"github.com/gorilla/websocket"
 )
 
@@ -41,45 +42,12 @@ type chatd struct {
 	pid  int
 	port int
 	base string // http://127.0.0.1:port
-	logs *logBuf
+	logs *testproc.Log
 	done chan struct{} // closed when the process has exited
 
 	// http is the client for /metrics and /healthz. Keep-alives are off so
 	// that no idle connection of ours holds a server goroutine.
 	http *http.Client
-}
-
-type logBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func (l *logBuf) Len() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Len()
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // buildServer compiles the chat server into dir. It is built without the
@@ -106,7 +74,7 @@ func buildServer(t *testing.T, dir string) string {
 // limits under test.
 func startChatd(t *testing.T, bin, dir string, extraEnv ...string) *chatd {
 	t.Helper()
-	port := freePort(t)
+	port := testproc.FreePort(t)
 	cmd := exec.Command(bin)
 	cmd.Env = append([]string{
 		"PATH=" + os.Getenv("PATH"),
@@ -117,7 +85,7 @@ func startChatd(t *testing.T, bin, dir string, extraEnv ...string) *chatd {
 		"BCRYPT_COST=4",
 		"LOG_LEVEL=info",
 	}, extraEnv...)
-	logs := &logBuf{}
+	logs := &testproc.Log{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

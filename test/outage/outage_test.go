@@ -7,7 +7,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -21,6 +20,7 @@ import (
 	"time"
 
 	"github.com/chatd/chat/internal/sioclient"
+	"github.com/chatd/chat/internal/testproc"
 )
 
 // pgInstance is a throwaway PostgreSQL server of the test's own, on a spare
@@ -45,19 +45,9 @@ func pgBinDir(t *testing.T) string {
 	return filepath.Dir(matches[len(matches)-1])
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 func newPG(t *testing.T) *pgInstance {
 	t.Helper()
-	p := &pgInstance{t: t, bin: pgBinDir(t), port: freePort(t)}
+	p := &pgInstance{t: t, bin: pgBinDir(t), port: testproc.FreePort(t)}
 	// Not t.TempDir: its parent is private to root, and the server runs
 	// as postgres.
 	base, err := os.MkdirTemp("", "chat-outage-")
@@ -127,25 +117,8 @@ func (p *pgInstance) url() string {
 type chatd struct {
 	cmd  *exec.Cmd
 	port int
-	logs *syncBuf
+	logs *testproc.Log
 	done chan struct{}
-}
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuf) Write(b []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(b)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func build(t *testing.T) string {
@@ -161,7 +134,7 @@ func build(t *testing.T) string {
 
 func startChatd(t *testing.T, bin, dsn string) *chatd {
 	t.Helper()
-	c := &chatd{port: freePort(t), logs: &syncBuf{}, done: make(chan struct{})}
+	c := &chatd{port: testproc.FreePort(t), logs: &testproc.Log{}, done: make(chan struct{})}
 	c.cmd = exec.Command(bin)
 	c.cmd.Env = append(os.Environ(), "PORT="+strconv.Itoa(c.port), "ADDR=127.0.0.1", "DATABASE_URL="+dsn, "BCRYPT_COST=4")
 	c.cmd.Stdout, c.cmd.Stderr = c.logs, c.logs
