@@ -333,9 +333,6 @@ func (s *Server) LameDuck(d time.Duration) {
 	}
 }
 
-// Connections returns the number of connected sockets.
-func (s *Server) Connections() int { return s.hub.count() }
-
 // heartbeatWorkaround returns a ping timeout that survives a race in
 // zishang520/socket.io servers/engine v3.0.6 (socket.go; not yet reported
 // upstream): after writing a PING, schedulePing stores the new pong-timeout

@@ -1,13 +1,10 @@
 // Package sioclient is a small Socket.IO v5 client over an Engine.IO v4
-// WebSocket, for this project's tests, load generator and hostile-client
-// suite.
+// WebSocket, for this project's tests.
 //
-// It exists because those need a client that is predictable and cheap: the
-// tests count goroutines and must know that Close ends every one of them, the
-// load generator must spend less CPU per delivered message than the server it
-// measures, and the hostile suite must send frames a well-behaved client
-// never would (SendRaw). The npm socket.io-client, the one users have, is
-// exercised separately in test/compat.
+// It exists because the tests need a client that is predictable: they count
+// goroutines and must know that Close ends every one of them, and the Go
+// client module cannot emit over long-polling. The npm socket.io-client, the
+// one users have, is exercised separately in test/compat.
 //
 // It speaks the default namespace only, text packets only, and never
 // reconnects.
@@ -177,10 +174,6 @@ func (c *Conn) write(s string) error {
 	return c.ws.WriteMessage(websocket.TextMessage, []byte(s))
 }
 
-// SendRaw writes one WebSocket text frame as is, for tests of what the
-// server does with packets no real client sends.
-func (c *Conn) SendRaw(frame string) error { return c.write(frame) }
-
 // Emit sends an event without asking for an acknowledgement.
 func (c *Conn) Emit(event string, args ...any) error {
 	b, err := json.Marshal(append([]any{event}, args...))
@@ -245,13 +238,6 @@ func (c *Conn) Close() error {
 	err := c.ws.Close()
 	<-c.done
 	return err
-}
-
-// Abort closes the TCP connection without a goodbye, as a crashed client
-// or a cut network would.
-func (c *Conn) Abort() {
-	c.ws.NetConn().Close()
-	<-c.done
 }
 
 func (c *Conn) read() {
