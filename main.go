@@ -56,6 +56,8 @@ type config struct {
 	maxBuffer    int64
 	pingInterval time.Duration
 	pingTimeout  time.Duration
+	bodyTimeout  time.Duration
+	writeTimeout time.Duration
 	publicDir    string
 	sessionTTL   time.Duration
 	lameDuck     time.Duration
@@ -99,6 +101,14 @@ func parseFlags(args []string) (config, error) {
 		"messages per second per user; negative disables (env MESSAGE_RATE)")
 	fs.IntVar(&c.limits.MessageBurst, "message-burst", envInt("MESSAGE_BURST", 30),
 		"messages a user may send at once, e.g. an outbox after a reconnect (env MESSAGE_BURST)")
+	fs.Float64Var(&c.limits.PagesPerSocket, "page-rate", envFloat("PAGE_RATE", 2),
+		"load older messages requests per second per socket; negative disables (env PAGE_RATE)")
+	fs.IntVar(&c.limits.PageBurst, "page-burst", envInt("PAGE_BURST", 10),
+		"history pages a socket may ask for at once (env PAGE_BURST)")
+	fs.DurationVar(&c.bodyTimeout, "body-timeout", envDuration("BODY_TIMEOUT", 10*time.Second),
+		"longest time an HTTP request body (a polling POST) may take to arrive; negative disables (env BODY_TIMEOUT)")
+	fs.DurationVar(&c.writeTimeout, "write-timeout", envDuration("WRITE_TIMEOUT", 10*time.Second),
+		"a WebSocket client that takes no byte of what it is sent for this long is disconnected; negative disables (env WRITE_TIMEOUT)")
 	fs.IntVar(&c.limits.ConnsPerIP, "max-conns-per-ip", envInt("MAX_CONNS_PER_IP", 1000),
 		"concurrent connections per client address; negative disables (env MAX_CONNS_PER_IP)")
 	fs.StringVar(&c.trusted, "trusted-proxies", env("TRUSTED_PROXIES", "127.0.0.0/8,::1/128"),
@@ -178,6 +188,8 @@ func run(args []string) error {
 		MaxHTTPBufferSize: cfg.maxBuffer,
 		PingInterval:      cfg.pingInterval,
 		PingTimeout:       cfg.pingTimeout,
+		BodyTimeout:       cfg.bodyTimeout,
+		WriteTimeout:      cfg.writeTimeout,
 		SessionTTL:        cfg.sessionTTL,
 		Limits:            cfg.limits,
 		Bus:               b,

@@ -473,6 +473,12 @@
   function fillGap(before, known, depth) {
     if (depth >= 20 || state.older.unsupported) return;
     socket.emit('load older messages', { before: before, limit: 100 }, function (res) {
+      if (res && res.success === false) {
+        // Refused (the server's page rate limit, or a store outage): try
+        // again in a moment; each try counts towards the 20.
+        setTimeout(function () { fillGap(before, known, depth + 1); }, 1500);
+        return;
+      }
       if (!res || !res.success || !Array.isArray(res.messages) || !res.messages.length) return;
       var msgs = res.messages.filter(function (m) { return validMessage(m) && hasId(m); });
       var stuck = state.stuck;

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/chatd/chat/server/limit"
+	"golang.org/x/time/rate"
 )
 
 // Limits are the abuse limits. A zero field takes its default; a negative
@@ -29,6 +30,13 @@ type Limits struct {
 	// Defaults 10/s, burst 30 (an outbox flushed after a reconnect).
 	MessagesPerUser float64
 	MessageBurst    int
+	// PagesPerSocket and PageBurst bound `load older messages` per
+	// socket: each answer can weigh 200 KB, and a client that asks
+	// without reading would otherwise make the server queue them. Defaults
+	// 2/s, burst 10: a reader scrolling up fetches a page every few
+	// seconds.
+	PagesPerSocket float64
+	PageBurst      int
 	// ConnsPerIP bounds concurrent connections from one address. Default
 	// 1000.
 	ConnsPerIP int
@@ -45,6 +53,7 @@ func (l *Limits) setDefaults() {
 	rateDefault(&l.AuthPerIP, &l.AuthBurstPerIP, 5, 500)
 	rateDefault(&l.LoginPerUser, &l.LoginBurstPerUser, 0.2, 10)
 	rateDefault(&l.MessagesPerUser, &l.MessageBurst, 10, 30)
+	rateDefault(&l.PagesPerSocket, &l.PageBurst, 2, 10)
 	switch {
 	case l.ConnsPerIP == 0:
 		l.ConnsPerIP = 1000
@@ -100,6 +109,15 @@ func newGuard(cfg Limits) *guard {
 }
 
 func allow(l *limit.Limiter, key string) bool { return l == nil || l.Allow(key) }
+
+// pageLimiter is one socket's allowance of history pages; nil when the
+// limit is off. It lives and dies with the socket, so it needs no map.
+func (g *guard) pageLimiter() *rate.Limiter {
+	if g.cfg.PagesPerSocket <= 0 {
+		return nil
+	}
+	return rate.NewLimiter(rate.Limit(g.cfg.PagesPerSocket), g.cfg.PageBurst)
+}
 
 // clientKey is the limiter key of the client behind r.
 func (g *guard) clientKey(r *http.Request) string {

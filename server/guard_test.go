@@ -49,6 +49,25 @@ func TestMessageRateLimit(t *testing.T) {
 		map[string]any{"success": false, "message": "You are sending messages too fast; please slow down"})
 }
 
+// A socket that asks for history pages faster than the limit is refused
+// with a clear answer, and another socket keeps its own allowance.
+func TestHistoryPageRateLimit(t *testing.T) {
+	e := startServer(t, server.Config{Limits: server.Limits{PagesPerSocket: 0.01, PageBurst: 3}}, nil)
+	c := e.connect(t, "c", "websocket")
+	page := map[string]any{"before": 1_000_000, "limit": 5}
+	for i := range 3 {
+		if got := c.call("load older messages", page); got["success"] != true {
+			t.Fatalf("page %d within the burst: %v", i, got)
+		}
+	}
+	wantAck(t, "over the limit", c.call("load older messages", page),
+		map[string]any{"success": false, "message": "You are loading history too fast; please wait a moment"})
+	other := e.connect(t, "other", "websocket")
+	if got := other.call("load older messages", page); got["success"] != true {
+		t.Fatalf("another socket's first page: %v", got)
+	}
+}
+
 func TestConnectionsPerAddress(t *testing.T) {
 	e := startServer(t, server.Config{Limits: server.Limits{ConnsPerIP: 2}}, nil)
 	a := e.connect(t, "a", "websocket")

@@ -12,6 +12,7 @@ import (
 	"github.com/zishang520/socket.io/servers/socket/v3"
 	"github.com/zishang520/socket.io/v3/pkg/types"
 	"golang.org/x/crypto/bcrypt"
+	"golang.org/x/time/rate"
 )
 
 // session is one socket's login state. Its handlers run one at a time, but
@@ -76,7 +77,7 @@ func (s *Server) onConnection(sock *socket.Socket) {
 	ip := s.guard.clientKey(sock.Request().Request())
 	if s.guard.conns != nil && !s.guard.conns.Acquire(ip) {
 		s.met.rejections.WithLabelValues("connections_per_ip").Inc()
-		log.Warn("refused a connection: too many from one address", "ip", ip, "max", s.guard.cfg.ConnsPerIP)
+		s.refusals.Warn(log, "refused a connection: too many from one address", "ip", ip, "max", s.guard.cfg.ConnsPerIP)
 		sock.Disconnect(true)
 		return
 	}
@@ -104,8 +105,17 @@ func (s *Server) onConnection(sock *socket.Socket) {
 	sock.On("login", func(args ...any) { s.onLogin(log, ip, ss, args) })
 	sock.On("logout", func(args ...any) { s.onLogout(log, ss, args) })
 	sock.On("send message", func(args ...any) { s.onSend(log, ss, sock, args) })
-	sock.On("load older messages", func(args ...any) { s.onOlder(log, args) })
+	pages := s.guard.pageLimiter()
+	sock.On("load older messages", func(args ...any) { s.onOlder(log, pages, args) })
 	sock.On("disconnect", func(args ...any) {
+		// A client that leaves the namespace but keeps its connection
+		// holds an Engine.IO session with no socket: no timeout ends it
+		// and MAX_CONNS_PER_IP no longer counts it. This server has one
+		// namespace, and socket.io-client closes the connection with its
+		// last socket anyway, so the connection goes too.
+		if len(args) > 0 && args[0] == "client namespace disconnect" {
+			sock.Conn().Close(false)
+		}
 		if s.guard.conns != nil {
 			s.guard.conns.Release(ip)
 		}
@@ -171,7 +181,7 @@ func (s *Server) onRegister(log *slog.Logger, ip string, args []any) {
 	args, ack := splitAck(args)
 	if !allow(s.guard.authIP, ip) {
 		s.met.rejections.WithLabelValues("auth_per_ip").Inc()
-		log.Warn("register refused: rate limit", "ip", ip)
+		s.refusals.Warn(log, "register refused: rate limit", "ip", ip)
 		ack(fail(msgTooManyAttempts))
 		return
 	}
@@ -183,7 +193,7 @@ func (s *Server) onRegister(log *slog.Logger, ip string, args []any) {
 		err = validPassword(password)
 	}
 	if err != nil {
-		log.Info("register refused", "reason", err.Error())
+		s.refusals.Info(log, "register refused", "reason", err.Error())
 		ack(fail(publicMessage(err, msgRegisterError)))
 		return
 	}
@@ -220,19 +230,19 @@ func (s *Server) onLogin(log *slog.Logger, ip string, ss *session, args []any) {
 	args, ack := splitAck(args)
 	if !allow(s.guard.authIP, ip) {
 		s.met.rejections.WithLabelValues("auth_per_ip").Inc()
-		log.Warn("login refused: rate limit", "ip", ip)
+		s.refusals.Warn(log, "login refused: rate limit", "ip", ip)
 		ack(fail(msgTooManyAttempts))
 		return
 	}
 	username, password, err := credentials(args)
 	if err != nil {
-		log.Info("login refused", "reason", err.Error())
+		s.refusals.Info(log, "login refused", "reason", err.Error())
 		ack(fail(publicMessage(err, msgInvalidLogin)))
 		return
 	}
 	if !allow(s.guard.authUser, username) {
 		s.met.rejections.WithLabelValues("login_per_user").Inc()
-		log.Warn("login refused: too many attempts on this user", "user", logName(username), "ip", ip)
+		s.refusals.Warn(log, "login refused: too many attempts on this user", "user", logName(username), "ip", ip)
 		ack(fail(msgTooManyAttempts))
 		return
 	}
@@ -323,14 +333,14 @@ func (s *Server) onSend(log *slog.Logger, ss *session, sock *socket.Socket, args
 	}
 	if !allow(s.guard.msgs, user) {
 		s.met.rejections.WithLabelValues("messages_per_user").Inc()
-		log.Warn("message refused: rate limit", "user", user)
+		s.refusals.Warn(log, "message refused: rate limit", "user", user)
 		ack(fail(msgTooFast))
 		return
 	}
 	start := time.Now()
 	text, clientID, err := outgoing(args, s.cfg.MaxMessageLen)
 	if err != nil {
-		log.Info("message refused", "user", user, "reason", err.Error())
+		s.refusals.Info(log, "message refused", "user", user, "reason", err.Error())
 		ack(fail(publicMessage(err, msgMessageNotText)))
 		return
 	}
@@ -365,11 +375,18 @@ func (s *Server) onSend(log *slog.Logger, ss *session, sock *socket.Socket, args
 
 // onOlder answers `load older messages` {before, limit}: the page of history
 // just before what the client shows, oldest first.
-func (s *Server) onOlder(log *slog.Logger, args []any) {
+func (s *Server) onOlder(log *slog.Logger, pages *rate.Limiter, args []any) {
 	args, ack := splitAck(args)
 	before, limit, err := pageArgs(args)
 	if err != nil {
 		ack(fail(publicMessage(err, msgBadPage)))
+		return
+	}
+	// Only pages that would be read count: a refusal costs nothing.
+	if pages != nil && !pages.Allow() {
+		s.met.rejections.WithLabelValues("pages_per_socket").Inc()
+		s.refusals.Warn(log, "history page refused: rate limit")
+		ack(fail(msgTooFastPages))
 		return
 	}
 	ctx, cancel := s.storeCtx()

@@ -15,6 +15,7 @@ import (
 	"github.com/chatd/chat/bus"
 	"github.com/chatd/chat/server/clientjs"
 	"github.com/chatd/chat/server/pollfix"
+	"github.com/chatd/chat/server/timeouts"
 	"github.com/chatd/chat/store"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/zishang520/socket.io/servers/engine/v3"
@@ -46,6 +47,11 @@ type Config struct {
 	PingInterval, PingTimeout time.Duration
 	// StoreTimeout bounds each store call. Default 5 s.
 	StoreTimeout time.Duration
+	// BodyTimeout bounds how long an HTTP request body (a polling POST)
+	// may take to arrive; WriteTimeout how long a WebSocket peer may go
+	// without taking a byte of what it is sent before it is cut off.
+	// Defaults 10 s each; negative disables (see package timeouts).
+	BodyTimeout, WriteTimeout time.Duration
 	// SessionTTL is how long a login token stays valid. Default 7 days.
 	SessionTTL time.Duration
 	// Bus connects this server to the others sharing its store. Nil means
@@ -82,6 +88,8 @@ func (c *Config) setDefaults() {
 	if c.StoreTimeout == 0 {
 		c.StoreTimeout = 5 * time.Second
 	}
+	durationDefault(&c.BodyTimeout, 10*time.Second)
+	durationDefault(&c.WriteTimeout, 10*time.Second)
 	if c.SessionTTL == 0 {
 		c.SessionTTL = 7 * 24 * time.Hour
 	}
@@ -96,6 +104,16 @@ func (c *Config) setDefaults() {
 	}
 }
 
+// durationDefault sets a zero d to def and a negative one to zero (off).
+func durationDefault(d *time.Duration, def time.Duration) {
+	switch {
+	case *d == 0:
+		*d = def
+	case *d < 0:
+		*d = 0
+	}
+}
+
 // Server is the chat service. Create it with New, mount Handler, and call
 // Close once to disconnect every socket and stop its goroutines. It does not
 // close the store.
@@ -104,15 +122,17 @@ type Server struct {
 	store store.Store
 	log   *slog.Logger
 
-	id     string // cfg.ServerID
-	io     *socket.Server
-	relay  *relay
-	guard  *guard
-	met    *metrics
-	engine engine.Server
-	gate   *connectGate
-	hub    *hub
-	online *online
+	id    string // cfg.ServerID
+	io    *socket.Server
+	relay *relay
+	guard *guard
+	// refusals logs rate-limit and bad-input refusals, sampled.
+	refusals *sampledLog
+	met      *metrics
+	engine   engine.Server
+	gate     *connectGate
+	hub      *hub
+	online   *online
 
 	// bcryptSlots bounds how many bcrypt computations run at once (one per
 	// core). A burst of 450 registrations otherwise starts 450 hashes that
@@ -186,6 +206,7 @@ func New(cfg Config, st store.Store, log *slog.Logger) (*Server, error) {
 	s.io.Bind(s.engine)
 
 	s.guard = newGuard(cfg.Limits)
+	s.refusals = newSampledLog()
 	s.met = newMetrics(s)
 	s.hub.onDeliver = func(n int) { s.met.delivered.Add(float64(n)) }
 	s.hub.encode = encoderFor(s.io)
@@ -233,10 +254,11 @@ func (s *Server) withBcrypt(fn func()) error {
 // /socket.io/, the health probes, and the browser client at /.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	// The origin check comes first; pollfix then closes the library's hole
-	// for malformed polling payloads (see package pollfix).
+	// The origin check comes first; pollfix then closes the library's holes
+	// in its polling transport: malformed payloads that keep a session
+	// alive, and polls of a closing session that are never answered.
 	mux.Handle("/socket.io/", s.guard.checkOrigin(
-		pollfix.Wrap(s.engine, s.cfg.MaxHTTPBufferSize, s.log),
+		pollfix.Wrap(pollfix.BoundPolls(s.engine, s.cfg.PingInterval+s.cfg.PingTimeout+2*time.Second), s.cfg.MaxHTTPBufferSize, s.log),
 		func(origin string) {
 			s.met.rejections.WithLabelValues("origin").Inc()
 			s.log.Warn("refused a connection from another site's page", "origin", logName(origin))
@@ -254,7 +276,9 @@ func (s *Server) Handler() http.Handler {
 	if s.cfg.Public != nil {
 		mux.Handle("/", securityHeaders(http.FileServerFS(s.cfg.Public)))
 	}
-	return mux
+	// Every route: no client may stall a request body or a WebSocket
+	// write without end (see package timeouts).
+	return timeouts.Wrap(mux, s.cfg.BodyTimeout, s.cfg.WriteTimeout)
 }
 
 // readyz reports whether the store answers, so that a load balancer can

@@ -34,6 +34,7 @@ const (
 	msgBadPage         = "Expected {before: message id, limit: 1 to 100}"
 	msgTooManyAttempts = "Too many attempts, please wait a minute and try again"
 	msgTooFast         = "You are sending messages too fast; please slow down"
+	msgTooFastPages    = "You are loading history too fast; please wait a moment"
 )
 
 // Limits on client input.

@@ -1,5 +1,3 @@
-//go:build hostile
-
 package hostile
 
 // The harness: the chat server as a separate process, its metrics and

@@ -1,5 +1,3 @@
-//go:build hostile
-
 // Package hostile runs the chat server as a separate process and attacks it
 // with clients no browser would be: malformed frames, wrong types, deep
 // JSON, huge frames, floods, half-open connections, password guessing and
@@ -1477,8 +1475,8 @@ func (h *harness) halfOpen(t *testing.T) (int, string) {
 	// (e) 100 that connect, leave the namespace (41) and stay, alive:
 	// an Engine.IO connection with no socket, which no timeout of the
 	// library ends (the connect timeout was cleared by the CONNECT) and
-	// the per-address limit no longer counts. Node's socket.io does the
-	// same; reported, not failed.
+	// the per-address limit no longer counts. Node's socket.io keeps
+	// them; the server closes them.
 	const nZombie = 100
 	parallel(nZombie, 16, func(i int) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -1505,11 +1503,10 @@ func (h *harness) halfOpen(t *testing.T) (int, string) {
 		len(conns), allOpen.Sub(start.Add(accepted)).Round(100*time.Millisecond), h.srv.goroutines(), mb(h.srv.rss())))
 
 	// Watch the server drop them, by its own timeouts: ping timeout (4 s
-	// + 4 s), connect timeout (10 s), ReadHeaderTimeout (10 s), counted
-	// from when each was opened. Bounded: 18 s after the last was opened.
-	reported := map[string]bool{"namespace left, alive": true}
+	// + 4 s), connect timeout (10 s), ReadHeaderTimeout and the body
+	// timeout (10 s), counted from when each was opened; the namespace
+	// leavers at once. Bounded: 18 s after the last was opened.
 	deadline := allOpen.Add(18 * time.Second)
-	zombiesChecked := false
 	for {
 		parallelHeld(conns, func(c *held) {
 			if c.closed.IsZero() && droppedNow(c.conn, nil) {
@@ -1522,32 +1519,10 @@ func (h *harness) halfOpen(t *testing.T) (int, string) {
 				open[c.kind]++
 			}
 		}
-		// The zombies: looked at once, 12 s after they were opened (past
-		// the connect timeout and a ping cycle), then closed by us.
-		if !zombiesChecked && time.Since(opened["namespace left, alive"]) > 12*time.Second {
-			zombiesChecked = true
-			notes = append(notes, fmt.Sprintf("(e) %d of %d connections that left their namespace and send PONGs still open 12 s later (not counted by MAX_CONNS_PER_IP; closed by us)",
-				open["namespace left, alive"], nZombie))
-			for _, c := range conns {
-				if c.kind == "namespace left, alive" && c.closed.IsZero() {
-					c.conn.Close()
-					c.closed = time.Now()
-				}
-			}
-			delete(open, "namespace left, alive")
-		}
-		expected := 0
-		for k, n := range open {
-			if !reported[k] {
-				expected += n
-			}
-		}
-		if (expected == 0 && zombiesChecked) || time.Now().After(deadline) {
+		if len(open) == 0 || time.Now().After(deadline) {
 			for k, n := range open {
-				if !reported[k] {
-					t.Errorf("%d connections of kind %q still open %s after they were opened: no server timeout ends them",
-						n, k, time.Since(opened[k]).Round(100*time.Millisecond))
-				}
+				t.Errorf("%d connections of kind %q still open %s after they were opened: no server timeout ends them",
+					n, k, time.Since(opened[k]).Round(100*time.Millisecond))
 			}
 			break
 		}
@@ -1556,7 +1531,7 @@ func (h *harness) halfOpen(t *testing.T) (int, string) {
 	// How long each kind lived.
 	kinds := map[string][2]time.Duration{}
 	for _, c := range conns {
-		if c.kind == "namespace left, alive" || c.closed.IsZero() {
+		if c.closed.IsZero() {
 			continue
 		}
 		d := c.closed.Sub(opened[c.kind])
@@ -1859,7 +1834,11 @@ func raiseFileLimit(t *testing.T) {
 	// The half-open attack holds about 4,500 connections: both ends are
 	// on this machine, the server inherits this limit.
 	if lim.Cur < 12_000 {
-		t.Skipf("open-file limit %d is too low for the half-open attack (needs 12,000)", lim.Cur)
+		msg := fmt.Sprintf("open-file limit %d is too low for the half-open attack (needs 12,000; raise it with ulimit -n)", lim.Cur)
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg) // CI must run the suite, not count a skip as a pass
+		}
+		t.Skip(msg)
 	}
 }
 

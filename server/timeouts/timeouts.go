@@ -1,0 +1,98 @@
+// Package timeouts bounds how long one client can make the server wait on
+// it: a request body that never finishes arriving, and a WebSocket peer
+// that stops reading what it is sent.
+//
+// http.Server has no setting for either that leaves WebSockets alone:
+// ReadTimeout and WriteTimeout cover the whole connection, so they would
+// cut every WebSocket after that long, and ReadHeaderTimeout stops at the
+// headers. Without this package a client that sends headers announcing
+// a 1,000-byte body and then 5 bytes holds a goroutine and a connection
+// forever (net/http even waits on such a body after the handler returned,
+// to reuse the connection), and a WebSocket client that never reads lets
+// the Engine.IO write queue of github.com/zishang520/socket.io grow without
+// bound: its transport writes with no deadline, and packets pile up in the
+// socket's buffer while a write is blocked.
+package timeouts
+
+import (
+	"bufio"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// Wrap returns next with two deadlines:
+//
+//   - An HTTP request that has a body (a long-polling POST, or anything
+//     else with a Content-Length or chunked body) must arrive whole within
+//     body, counted from when its handler starts. After that its reads
+//     fail, the handler sees an error, and the connection is closed.
+//     Requests without a body (long-polling GETs, which the engine holds
+//     open up to a ping interval) get no read deadline.
+//   - A WebSocket upgrade's connection, once hijacked, gets a deadline of
+//     write on every write: a peer that has not taken a single byte for
+//     that long is cut off, and the engine closes its socket and drops
+//     what was queued for it. A peer that reads slowly but keeps reading
+//     is never cut off.
+//
+// A zero duration disables that deadline.
+func Wrap(next http.Handler, body, write time.Duration) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if isUpgrade(r) {
+			if write > 0 {
+				w = &hijackWriter{ResponseWriter: w, write: write}
+			}
+		} else if body > 0 && r.ContentLength != 0 {
+			// An error here means the connection cannot take deadlines
+			// (HTTP/2 streams do their own flow control); serve anyway.
+			_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(body))
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func isUpgrade(r *http.Request) bool {
+	return strings.EqualFold(r.Header.Get("Upgrade"), "websocket")
+}
+
+// hijackWriter hands out a deadlineConn when the WebSocket library hijacks
+// the connection (gorilla/websocket finds Hijack through
+// http.NewResponseController, which looks at this type first).
+type hijackWriter struct {
+	http.ResponseWriter
+	write time.Duration
+}
+
+func (h *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, brw, err := http.NewResponseController(h.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	dc := &deadlineConn{Conn: c, write: h.write}
+	// The buffered writer must write through the deadline too; its
+	// buffer is reused (gorilla/websocket borrows it as its write buffer).
+	brw.Writer.Reset(dc)
+	return dc, brw, nil
+}
+
+func (h *hijackWriter) Unwrap() http.ResponseWriter { return h.ResponseWriter }
+
+// deadlineConn sets a fresh write deadline before each write. Each write
+// to a socket whose peer reads is quick, so the deadline only fires on a
+// peer that has stopped reading and filled the kernel's buffers.
+//
+// gorilla/websocket sets its own write deadline before each frame (zero,
+// meaning none, unless the application set one); that call comes first
+// and this one overrides it, so the library needs no changes.
+type deadlineConn struct {
+	net.Conn
+	write time.Duration
+}
+
+func (c *deadlineConn) Write(p []byte) (int, error) {
+	if err := c.Conn.SetWriteDeadline(time.Now().Add(c.write)); err != nil {
+		return 0, err
+	}
+	return c.Conn.Write(p)
+}

@@ -1,0 +1,189 @@
+package timeouts_test
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chatd/chat/server/timeouts"
+	"github.com/gorilla/websocket"
+)
+
+// A client that announces a body and stops sending it is cut off soon
+// after the body timeout; without the deadline net/http waits forever.
+func TestStalledBodyIsCutOff(t *testing.T) {
+	bodyErr := make(chan error, 1)
+	h := timeouts.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, err := io.ReadAll(r.Body)
+		bodyErr <- err
+	}), 300*time.Millisecond, 0)
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+
+	c, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	start := time.Now()
+	fmt.Fprintf(c, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nhello")
+
+	select {
+	case err := <-bodyErr:
+		if err == nil {
+			t.Fatal("the handler read a whole body that was never sent")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the handler was still reading the stalled body after 5 s")
+	}
+	if !closedWithin(c, 5*time.Second) {
+		t.Fatal("the server kept the connection of a stalled body open")
+	}
+	t.Logf("stalled body cut off after %s", time.Since(start).Round(10*time.Millisecond))
+}
+
+// Requests without a body get no read deadline: a long-poll GET that the
+// handler holds longer than the body timeout is answered normally, and
+// the keep-alive connection serves the next request.
+func TestRequestsWithoutBodyAreNotCut(t *testing.T) {
+	h := timeouts.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(600 * time.Millisecond)
+		io.WriteString(w, "late answer")
+	}), 200*time.Millisecond, 0)
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	for i := range 2 {
+		resp, err := srv.Client().Get(srv.URL)
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(b) != "late answer" {
+			t.Fatalf("request %d: got %q", i, b)
+		}
+	}
+}
+
+// A whole body that arrives in time is read as usual.
+func TestBodyInTime(t *testing.T) {
+	h := timeouts.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), 500)
+			return
+		}
+		w.Write(b)
+	}), time.Second, 0)
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	resp, err := srv.Client().Post(srv.URL, "text/plain", strings.NewReader("42[\"send message\",\"hi\"]"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || string(b) != `42["send message","hi"]` {
+		t.Fatalf("got %d %q", resp.StatusCode, b)
+	}
+}
+
+// A WebSocket peer that never reads makes the server's writes fail once
+// the kernel buffers are full and the write timeout has passed, so the
+// server can drop it and what it queued for it. gorilla/websocket sets a
+// zero write deadline before every frame; this checks that it does not
+// undo ours.
+func TestWebSocketPeerThatNeverReads(t *testing.T) {
+	writeErr := make(chan error, 1)
+	up := websocket.Upgrader{}
+	h := timeouts.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ws, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			writeErr <- err
+			return
+		}
+		defer ws.Close()
+		frame := []byte(strings.Repeat("x", 64<<10))
+		// Bounded: 64 MiB is far more than loopback buffers hold.
+		for range 1024 {
+			if err := ws.WriteMessage(websocket.TextMessage, frame); err != nil {
+				writeErr <- err
+				return
+			}
+		}
+		writeErr <- errors.New("wrote 64 MiB to a peer that reads nothing")
+	}), 0, 300*time.Millisecond)
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+
+	c, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	select {
+	case err := <-writeErr:
+		var ne net.Error
+		if !errors.As(err, &ne) || !ne.Timeout() {
+			t.Fatalf("the server's write ended with %v, want a timeout", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the server was still writing to a peer that reads nothing after 10 s")
+	}
+}
+
+// A WebSocket peer that reads keeps its connection however long it lasts:
+// the deadline is per write, not per connection.
+func TestWebSocketPeerThatReadsIsKept(t *testing.T) {
+	done := make(chan error, 1)
+	up := websocket.Upgrader{}
+	h := timeouts.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ws, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			done <- err
+			return
+		}
+		defer ws.Close()
+		for i := range 8 {
+			time.Sleep(100 * time.Millisecond) // 800 ms in all, past the 200 ms deadline
+			if err := ws.WriteMessage(websocket.TextMessage, fmt.Appendf(nil, "m%d", i)); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}), 0, 200*time.Millisecond)
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	c, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for i := range 8 {
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, m, err := c.ReadMessage()
+		if err != nil || string(m) != fmt.Sprintf("m%d", i) {
+			t.Fatalf("message %d: %q %v", i, m, err)
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("server: %v", err)
+	}
+}
+
+// closedWithin reports whether the peer closes c within d, discarding
+// whatever it sends first (an error response).
+func closedWithin(c net.Conn, d time.Duration) bool {
+	c.SetReadDeadline(time.Now().Add(d))
+	_, err := io.Copy(io.Discard, bufio.NewReader(c))
+	var ne net.Error
+	return !(errors.As(err, &ne) && ne.Timeout())
+}
