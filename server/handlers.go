@@ -8,9 +8,9 @@ import (
 	"time"
 
 	"github.com/chatd/chat/bus"
+	"github.com/chatd/chat/server/wstransport"
 	"github.com/chatd/chat/store"
 	"github.com/zishang520/socket.io/servers/socket/v3"
-	"github.com/zishang520/socket.io/v3/pkg/types"
 	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/time/rate"
 )
@@ -86,10 +86,23 @@ func (s *Server) onConnection(sock *socket.Socket) {
 		send: func(ev string, args ...any) { sock.Emit(ev, args...) },
 		// Written straight to the engine, past socket.Emit: the packet
 		// was encoded once for all recipients (hub.encode).
-		sendEncoded: func(packets []types.BufferInterface) {
-			if sock.Connected() {
-				sock.Client().WriteToEngine(packets, &socket.WriteOptions{})
+		sendEncoded: func(e encoded) {
+			if !sock.Connected() {
+				return
 			}
+			// A socket that has been on our WebSocket transport from the
+			// start gets the frame as it is: no per-recipient encoding,
+			// no engine emitters. An upgraded one goes through the engine,
+			// which may still hold packets from before the upgrade that
+			// must go first.
+			conn := sock.Conn()
+			if e.frame != nil && !conn.Upgraded() {
+				if t, ok := conn.Transport().(*wstransport.Transport); ok {
+					t.WriteFrame(e.frame)
+					return
+				}
+			}
+			sock.Client().WriteToEngine(e.packets, &socket.WriteOptions{})
 		},
 		close: func(reason string) {
 			log.Info("disconnecting socket", "reason", reason)
@@ -369,8 +382,10 @@ func (s *Server) onSend(log *slog.Logger, ss *session, sock *socket.Socket, args
 			log.Error("announcing message", "id", m.ID, "err", err)
 		}
 	}
-	ack(ok("id", m.ID))
+	// Counted before the ack goes out: the client may read the metrics
+	// the moment it has its answer.
 	s.met.ackLatency.Observe(time.Since(start).Seconds())
+	ack(ok("id", m.ID))
 }
 
 // onOlder answers `load older messages` {before, limit}: the page of history

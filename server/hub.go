@@ -7,6 +7,7 @@ import (
 	"github.com/zishang520/socket.io/servers/socket/v3"
 	"github.com/zishang520/socket.io/v3/pkg/types"
 
+	"github.com/chatd/chat/server/wstransport"
 	"github.com/chatd/chat/store"
 )
 
@@ -28,7 +29,7 @@ type hub struct {
 	onDeliver func(n int)
 	// encode turns a `new message` payload into its wire packets, once
 	// per message rather than once per recipient; set before use.
-	encode func(payload any) []types.BufferInterface
+	encode func(payload any) encoded
 
 	mu sync.RWMutex
 	// clients is guarded by mu.
@@ -38,10 +39,10 @@ type hub struct {
 // client is one connected socket as the hub sees it.
 type client struct {
 	send func(event string, args ...any)
-	// sendEncoded writes packets already encoded by hub.encode. Like send,
-	// it only queues them on the connection: it does not block on the
+	// sendEncoded writes a message already encoded by hub.encode. Like
+	// send, it only queues it on the connection: it does not block on the
 	// network.
-	sendEncoded func(packets []types.BufferInterface)
+	sendEncoded func(e encoded)
 	close       func(reason string)
 
 	mu sync.Mutex
@@ -92,13 +93,13 @@ func (c *client) goLive(inHistory map[int64]bool) {
 
 // deliver sends m (encoded as packets) to c, or holds it while c's history
 // is on its way, and reports whether it sent it now.
-func (c *client) deliver(m store.Message, packets []types.BufferInterface) bool {
+func (c *client) deliver(m store.Message, e encoded) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch {
 	case c.gone:
 	case c.live:
-		c.sendEncoded(packets)
+		c.sendEncoded(e)
 		return true
 	case len(c.pending) >= maxPending:
 		c.gone = true
@@ -111,7 +112,7 @@ func (c *client) deliver(m store.Message, packets []types.BufferInterface) bool 
 
 // broadcast delivers m to every connected socket, logged in or not.
 func (h *hub) broadcast(m store.Message) {
-	packets := h.encode(wireMsg(m))
+	e := h.encode(wireMsg(m))
 	h.mu.RLock()
 	clients := make([]*client, 0, len(h.clients))
 	for c := range h.clients {
@@ -120,7 +121,7 @@ func (h *hub) broadcast(m store.Message) {
 	h.mu.RUnlock()
 	n := 0
 	for _, c := range clients {
-		if c.deliver(m, packets) {
+		if c.deliver(m, e) {
 			n++
 		}
 	}
@@ -136,11 +137,26 @@ func (h *hub) count() int {
 	return len(h.clients)
 }
 
+// encoded is a `new message` event encoded once for every recipient: the
+// Socket.IO packets for the library's write path, and, when the event is
+// a single text packet, also the WebSocket frame our transport can queue
+// as it is (see package wstransport).
+type encoded struct {
+	packets []types.BufferInterface
+	frame   []byte // nil when there is none
+}
+
 // encoderFor returns hub.encode for the Socket.IO server io: the same
 // encoder the library's own broadcasts use, applied once per message.
-func encoderFor(io *socket.Server) func(payload any) []types.BufferInterface {
+func encoderFor(io *socket.Server) func(payload any) encoded {
 	enc := io.Encoder()
-	return func(payload any) []types.BufferInterface {
-		return enc.Encode(&parser.Packet{Type: parser.EVENT, Nsp: "/", Data: []any{"new message", payload}})
+	return func(payload any) encoded {
+		e := encoded{packets: enc.Encode(&parser.Packet{Type: parser.EVENT, Nsp: "/", Data: []any{"new message", payload}})}
+		if len(e.packets) == 1 {
+			if sb, ok := e.packets[0].(*types.StringBuffer); ok {
+				e.frame = wstransport.MessageFrame(sb.Bytes())
+			}
+		}
+		return e
 	}
 }

@@ -16,9 +16,11 @@ import (
 	"github.com/chatd/chat/server/clientjs"
 	"github.com/chatd/chat/server/pollfix"
 	"github.com/chatd/chat/server/timeouts"
+	"github.com/chatd/chat/server/wstransport"
 	"github.com/chatd/chat/store"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/zishang520/socket.io/servers/engine/v3"
+	"github.com/zishang520/socket.io/servers/engine/v3/transports"
 	"github.com/zishang520/socket.io/servers/socket/v3"
 	"github.com/zishang520/socket.io/v3/pkg/types"
 	"golang.org/x/crypto/bcrypt"
@@ -197,6 +199,16 @@ func New(cfg Config, st store.Store, log *slog.Logger) (*Server, error) {
 	// CORS for the allowed cross-origin pages.
 	opts.SetCors(&types.Cors{Origin: func(string) bool { return true }, Credentials: true})
 	opts.SetPath("/socket.io")
+	// Our WebSocket transport in place of the library's: the hot path of
+	// every broadcast (see package wstransport). Polling stays the
+	// library's.
+	opts.SetTransports(types.NewSet[transports.TransportCtor](
+		&transports.PollingBuilder{},
+		&wstransport.Builder{OnSlowPeer: func(sid string) {
+			s.met.rejections.WithLabelValues("slow_peer").Inc()
+			s.refusals.Warn(s.log, "disconnected a client that reads too slowly", "sid", sid)
+		}},
+	))
 	s.io = socket.NewServer(nil, opts)
 	// The engine is built here rather than by ServeHandler so that the
 	// connect gate hears each connection before Socket.IO does.

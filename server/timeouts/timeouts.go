@@ -16,9 +16,11 @@ package timeouts
 
 import (
 	"bufio"
+	"errors"
 	"net"
 	"net/http"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -78,7 +80,7 @@ func (h *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 
 func (h *hijackWriter) Unwrap() http.ResponseWriter { return h.ResponseWriter }
 
-// deadlineConn sets a fresh write deadline before each write. Each write
+// deadlineConn sets a write deadline for the span of each write. Each write
 // to a socket whose peer reads is quick, so the deadline only fires on a
 // peer that has stopped reading and filled the kernel's buffers.
 //
@@ -94,5 +96,20 @@ func (c *deadlineConn) Write(p []byte) (int, error) {
 	if err := c.Conn.SetWriteDeadline(time.Now().Add(c.write)); err != nil {
 		return 0, err
 	}
-	return c.Conn.Write(p)
+	n, err := c.Conn.Write(p)
+	// The deadline belongs to this write only: left in place, it would
+	// fail the non-blocking writes made through SyscallConn once it
+	// passed, however healthy the peer.
+	c.Conn.SetWriteDeadline(time.Time{})
+	return n, err
+}
+
+// SyscallConn exposes the socket for non-blocking write attempts (package
+// wstransport tries one before queueing); they never wait, so they need no
+// deadline.
+func (c *deadlineConn) SyscallConn() (syscall.RawConn, error) {
+	if sc, ok := c.Conn.(syscall.Conn); ok {
+		return sc.SyscallConn()
+	}
+	return nil, errors.ErrUnsupported
 }

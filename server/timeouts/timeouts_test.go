@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -176,6 +177,62 @@ func TestWebSocketPeerThatReadsIsKept(t *testing.T) {
 	}
 	if err := <-done; err != nil {
 		t.Fatalf("server: %v", err)
+	}
+}
+
+// The deadline of one write does not outlive it: a non-blocking write
+// through SyscallConn (how package wstransport delivers most frames) works
+// long after the last Write's deadline would have passed.
+func TestDeadlineEndsWithItsWrite(t *testing.T) {
+	result := make(chan error, 1)
+	h := timeouts.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			result <- err
+			return
+		}
+		defer c.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\n\r\n")
+		if err := brw.Flush(); err != nil { // a Write, with its deadline
+			result <- err
+			return
+		}
+		time.Sleep(400 * time.Millisecond) // past that deadline
+		sc, ok := c.(syscall.Conn)
+		if !ok {
+			result <- errors.New("the hijacked connection does not expose SyscallConn")
+			return
+		}
+		rc, err := sc.SyscallConn()
+		if err != nil {
+			result <- err
+			return
+		}
+		var werr error
+		if err := rc.Write(func(fd uintptr) bool {
+			_, werr = syscall.Write(int(fd), []byte("late"))
+			return true
+		}); err != nil {
+			result <- fmt.Errorf("raw write after the deadline: %w", err)
+			return
+		}
+		result <- werr
+	}), 0, 200*time.Millisecond)
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	c, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+	select {
+	case err := <-result:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the handler did not finish")
 	}
 }
 
