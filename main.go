@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/url"
 	"os"
 	"os/signal"
@@ -65,6 +66,7 @@ type config struct {
 	limits       server.Limits
 	trusted      string
 	origins      string
+	debugAddr    string
 	logFormat    string
 	logLevel     string
 }
@@ -121,6 +123,8 @@ func parseFlags(args []string) (config, error) {
 		"nats://host:4222 to connect the servers over NATS; empty uses PostgreSQL LISTEN/NOTIFY (env BUS_URL)")
 	fs.StringVar(&c.publicDir, "public-dir", env("PUBLIC_DIR", ""),
 		"serve the browser client from this directory instead of the built-in one (env PUBLIC_DIR)")
+	fs.StringVar(&c.debugAddr, "debug-addr", env("DEBUG_ADDR", ""),
+		"serve Go's profiler (net/http/pprof) on this loopback address, e.g. 127.0.0.1:6060; empty is off (env DEBUG_ADDR)")
 	fs.StringVar(&c.logFormat, "log-format", env("LOG_FORMAT", "text"), "text or json (env LOG_FORMAT)")
 	fs.StringVar(&c.logLevel, "log-level", env("LOG_LEVEL", "info"), "debug, info, warn or error (env LOG_LEVEL)")
 	if err := fs.Parse(args); err != nil {
@@ -128,6 +132,12 @@ func parseFlags(args []string) (config, error) {
 	}
 	if c.historyLimit < 0 {
 		return c, errors.New("-history-limit must be 0 (all) or more")
+	}
+	if c.debugAddr != "" {
+		host, _, err := net.SplitHostPort(c.debugAddr)
+		if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
+			return c, fmt.Errorf("-debug-addr %q: must be a loopback address with a port, e.g. 127.0.0.1:6060 (the profiler must not face the internet)", c.debugAddr)
+		}
 	}
 	trusted, err := limit.ParsePrefixes(c.trusted)
 	if err != nil {
@@ -213,6 +223,9 @@ func run(args []string) error {
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(ln) }()
+	if cfg.debugAddr != "" {
+		go serveDebug(cfg.debugAddr, log)
+	}
 	log.Info("listening", "addr", ln.Addr().String(), "store", storeKind(cfg), "history_limit", cfg.historyLimit)
 
 	select {
@@ -354,4 +367,20 @@ func envDuration(key string, def time.Duration) time.Duration {
 		fmt.Fprintf(os.Stderr, "chatd: ignoring %s=%q: not a duration like 10s\n", key, v)
 	}
 	return def
+}
+
+// serveDebug serves Go's profiler on addr (loopback only, checked in
+// parseFlags), on its own mux so that none of it reaches the public port.
+func serveDebug(addr string, log *slog.Logger) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	log.Info("profiler listening", "addr", addr)
+	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	if err := srv.ListenAndServe(); err != nil {
+		log.Error("profiler stopped", "err", err)
+	}
 }

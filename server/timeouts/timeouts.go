@@ -72,11 +72,24 @@ func (h *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, err
 	}
 	dc := &deadlineConn{Conn: c, write: h.write}
-	// The buffered writer must write through the deadline too; its
-	// buffer is reused (gorilla/websocket borrows it as its write buffer).
+	// The buffered writer must write through the deadline too.
 	brw.Writer.Reset(dc)
+	// The Engine.IO library keeps the handshake's ResponseWriter for the
+	// life of the connection; through it net/http's connection state
+	// and its 4 KiB read and write buffers stayed reachable, about 8 KiB
+	// per idle WebSocket. After a hijack it is dead anyway.
+	h.ResponseWriter = hijacked{}
 	return dc, brw, nil
 }
+
+// hijacked stands in for a ResponseWriter whose connection was hijacked:
+// every use fails as net/http's own would.
+type hijacked struct{}
+
+func (hijacked) Header() http.Header                          { return http.Header{} }
+func (hijacked) Write([]byte) (int, error)                    { return 0, http.ErrHijacked }
+func (hijacked) WriteHeader(int)                              {}
+func (hijacked) Hijack() (net.Conn, *bufio.ReadWriter, error) { return nil, nil, http.ErrHijacked }
 
 func (h *hijackWriter) Unwrap() http.ResponseWriter { return h.ResponseWriter }
 

@@ -8,10 +8,13 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+	"weak"
 
 	"github.com/chatd/chat/server/timeouts"
 	"github.com/gorilla/websocket"
@@ -233,6 +236,50 @@ func TestDeadlineEndsWithItsWrite(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("the handler did not finish")
+	}
+}
+
+// After a WebSocket hijack the wrapper lets go of net/http's response:
+// the Engine.IO library keeps the ResponseWriter it was given for the life
+// of the connection, and through it net/http's buffers (about 8 KiB) stayed
+// reachable for every idle WebSocket.
+func TestHijackReleasesResponse(t *testing.T) {
+	var kept http.ResponseWriter // what the library holds on to
+	var released weak.Pointer[byte]
+	done := make(chan error, 1)
+	h := timeouts.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		inner := w.(interface{ Unwrap() http.ResponseWriter }).Unwrap()
+		// A weak pointer to net/http's response value itself.
+		released = weak.Make((*byte)(reflect.ValueOf(inner).UnsafePointer()))
+		c, _, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			done <- err
+			return
+		}
+		c.Close()
+		kept = w
+		done <- nil
+	}), 0, time.Second)
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	c, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 50 && released.Value() != nil; i++ {
+		runtime.GC()
+		time.Sleep(20 * time.Millisecond)
+	}
+	if released.Value() != nil {
+		t.Fatal("net/http's response (and its buffers) is still reachable through the hijacked ResponseWriter")
+	}
+	if _, err := kept.Write([]byte("x")); !errors.Is(err, http.ErrHijacked) {
+		t.Fatalf("writing to the kept ResponseWriter after the hijack: %v, want http.ErrHijacked", err)
 	}
 }
 
