@@ -192,7 +192,7 @@ func (t *Transport) Send(packets []*packet.Packet) {
 		}
 		data, err := t.Parser().EncodePacket(p, t.SupportsBinary())
 		if err != nil {
-			t.OnError("websocket encode error", err)
+			t.fail("websocket encode error", err, false)
 			return
 		}
 		_, text := data.(*types.StringBuffer)
@@ -233,7 +233,7 @@ func (t *Transport) enqueue(frame, payload []byte, binaryFrame bool) bool {
 			t.done = true
 			t.queue = nil
 			t.mu.Unlock()
-			t.conn.Close()
+			t.fail("websocket write error", err, true)
 			return false
 		}
 		t.queue = t.queue[:copy(t.queue, t.queue[n:])]
@@ -252,8 +252,7 @@ func (t *Transport) enqueue(frame, payload []byte, binaryFrame bool) bool {
 		if f := t.builder.OnSlowPeer; f != nil {
 			f(t.Sid())
 		}
-		t.OnError("websocket queue limit", ErrSlowPeer)
-		t.raw.Close()
+		t.fail("websocket queue limit", ErrSlowPeer, true)
 		return false
 	}
 	if !t.writing {
@@ -296,6 +295,22 @@ func (t *Transport) tryWrite(b []byte) (int, error) {
 		return 0, nil
 	}
 	return n, nil
+}
+
+// fail reports err to the engine and, if close is set, closes the
+// connection, on a goroutine of its own: both run the engine's whole close
+// chain, down to the application's disconnect handler, and the caller of
+// Send or WriteFrame may hold locks that handler takes (the chat hub
+// delivers under its client's lock, and its disconnect handler takes that
+// lock). Found by the hostile-client suite: done inline, the first failed
+// delivery to a vanished peer deadlocked the sender's socket for good.
+func (t *Transport) fail(msg string, err error, close bool) {
+	go func() {
+		t.OnError(msg, err)
+		if close {
+			t.conn.Close()
+		}
+	}()
 }
 
 // write writes what is queued, one buffer per write(), until the queue is

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -204,4 +205,47 @@ func (h httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer c.Close()
 	h(c)
 	time.Sleep(100 * time.Millisecond) // let the client read before the close
+}
+
+// A delivery that fails (here: the peer's queue outgrew its bound) must
+// not run the engine's close chain on the caller's goroutine: the
+// application may be delivering under a lock its disconnect handler takes,
+// as the chat hub does. Found by the hostile-client suite, where it stopped
+// the sender's socket for good.
+func TestFailedWriteDoesNotDeadlockTheCaller(t *testing.T) {
+	var mu sync.Mutex // the application's lock: held while delivering, taken on disconnect
+	disconnected := make(chan struct{})
+	transport := make(chan *wstransport.Transport, 1)
+	url := server(t, &wstransport.Builder{MaxQueued: 64 << 10}, func(s *socket.Socket) {
+		s.On("disconnect", func(...any) {
+			mu.Lock()
+			mu.Unlock()
+			close(disconnected)
+		})
+		transport <- s.Conn().Transport().(*wstransport.Transport)
+	})
+	dial(t, url) // and never read again
+	tr := <-transport
+
+	delivered := make(chan struct{})
+	go func() {
+		defer close(delivered)
+		mu.Lock()
+		defer mu.Unlock()
+		frame := wstransport.MessageFrame([]byte(`2["big","` + strings.Repeat("z", 16<<10) + `"]`))
+		// Bounded: the socket buffers and the 64 KiB bound are full long
+		// before 64 MiB.
+		for i := 0; i < 4096 && tr.WriteFrame(frame); i++ {
+		}
+	}()
+	select {
+	case <-delivered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a failed delivery under the application's lock never returned: deadlock")
+	}
+	select {
+	case <-disconnected:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the socket of the slow peer was never disconnected")
+	}
 }
