@@ -146,9 +146,32 @@ func (t *Transport) Name() string          { return transports.WEBSOCKET }
 func (t *Transport) HandlesUpgrades() bool { return true }
 
 // read hands every data frame to the engine until the connection ends.
-func (t *Transport) read() {
-	defer t.conn.Emit("close") // every way out closes the session
+//
+// The first frames (the Socket.IO CONNECT above all) run the library's
+// whole connect chain, and the application's connection handler, on this
+// goroutine; its stack grows to fit and would stay that size for as long
+// as the connection sits idle, which is most of its life. So after them
+// the loop moves to a fresh goroutine, whose stack only has to hold the
+// wait for the next frame.
+func (t *Transport) read() { t.readFrames(freshStackAfter) }
+
+// freshStackAfter is how many data frames read handles before moving to a
+// new goroutine: the Engine.IO upgrade probe and the Socket.IO CONNECT.
+const freshStackAfter = 2
+
+func (t *Transport) readFrames(hop int) {
+	closeOnReturn := true
+	defer func() {
+		if closeOnReturn {
+			t.conn.Emit("close") // every way out closes the session
+		}
+	}()
 	for {
+		if hop == 0 {
+			closeOnReturn = false
+			go t.readFrames(-1)
+			return
+		}
 		if t.idleTimeout > 0 {
 			_ = t.conn.SetReadDeadline(time.Now().Add(t.idleTimeout))
 		}
@@ -173,6 +196,9 @@ func (t *Transport) read() {
 			return
 		}
 		t.OnData(buf)
+		if hop > 0 {
+			hop--
+		}
 	}
 }
 
