@@ -32,6 +32,7 @@ var (
 type client struct {
 	r       *run
 	idx     int
+	t       *srvTarget // the server it connects to
 	sender  bool
 	polling bool
 
@@ -92,12 +93,38 @@ func (c *client) xff() string {
 	return fmt.Sprintf("10.%d.%d.%d", (i>>16)&255, (i>>8)&255, i&255)
 }
 
-// dialContext dials the server, from the next source address when several
-// are used. IP_BIND_ADDRESS_NO_PORT lets the kernel pick the port at
-// connect time, unique per 4-tuple rather than per bound address.
+// srvTarget is one server of the run (one -url).
+type srvTarget struct {
+	idx      int    // position in -url
+	url      string // as given
+	hostport string // to dial; localhost pinned to 127.0.0.1
+	v4       bool
+	pollURL  string
+}
+
+// targetOf is the server of client number i: round-robin over -url, so
+// that senders (the first clients) are spread too.
+func (r *run) targetOf(i int) *srvTarget {
+	return r.targets[i%len(r.targets)]
+}
+
+// dialContext dials addr, which must be one of the run's servers (checked
+// loopback by Validate), from the next source address when several are
+// used. IP_BIND_ADDRESS_NO_PORT lets the kernel pick the port at connect
+// time, unique per 4-tuple rather than per bound address.
 func (r *run) dialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	var t *srvTarget
+	for _, x := range r.targets {
+		if x.hostport == addr {
+			t = x
+			break
+		}
+	}
+	if t == nil {
+		return nil, fmt.Errorf("loadgen: refusing to dial %s: not one of the -url servers", addr)
+	}
 	d := net.Dialer{Timeout: 20 * time.Second}
-	if r.cfg.SourceIPs > 1 && r.v4 {
+	if r.cfg.SourceIPs > 1 && t.v4 {
 		n := r.srcNext.Add(1)
 		d.LocalAddr = &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(1+n%uint64(r.cfg.SourceIPs)))}
 		d.Control = func(_, _ string, rc syscall.RawConn) error {
@@ -111,7 +138,7 @@ func (r *run) dialContext(ctx context.Context, network, addr string) (net.Conn, 
 			return serr
 		}
 	}
-	return d.DialContext(ctx, "tcp", r.hostport)
+	return d.DialContext(ctx, "tcp", t.hostport)
 }
 
 // ---- long-polling ----
@@ -174,7 +201,7 @@ func (p *poller) post(body string) error {
 
 func (c *client) connectPolling(ctx context.Context) error {
 	pctx, cancel := context.WithCancel(c.r.ctx)
-	p := &poller{c: c, url: c.r.pollURL, ctx: pctx, cancel: cancel}
+	p := &poller{c: c, url: c.t.pollURL, ctx: pctx, cancel: cancel}
 	c.poll = p
 	c.silence = 20 * time.Second
 	hctx, hcancel := context.WithTimeout(ctx, 20*time.Second)

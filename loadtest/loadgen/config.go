@@ -19,6 +19,8 @@ import (
 	"io"
 	"net"
 	"net/url"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -26,7 +28,9 @@ import (
 // Config describes one run. The zero value of most fields means a default;
 // see Defaults.
 type Config struct {
-	// URL of the server, http://127.0.0.1:<port>. Loopback only.
+	// URL of the server, http://127.0.0.1:<port>. Loopback only. Several
+	// servers of one cluster: comma-separated URLs; clients (senders
+	// included) are spread over them round-robin by client number.
 	URL string
 	// Clients is the number of connections, senders included.
 	Clients int
@@ -58,6 +62,14 @@ type Config struct {
 	Hold time.Duration
 	// ServerPID, when set, is read from /proc for CPU and memory.
 	ServerPID int
+	// ServerPIDs, when it has more than one entry, replaces ServerPID: one
+	// process per URL, in the same order; CPU and RSS are summed over them
+	// and also reported per server.
+	ServerPIDs []int
+	// BusLag scrapes each server's /metrics just before the messages phase
+	// and after it, and reports the bus lag (chat_bus_lag_seconds) of the
+	// run from the difference. This project's Go server only.
+	BusLag bool
 	// Ack asks for an acknowledgement of each `send message` (the Go
 	// server's extension). The Node reference sends none.
 	Ack bool
@@ -127,8 +139,17 @@ func (c *Config) Defaults() {
 
 // Validate checks the configuration after Defaults.
 func (c *Config) Validate() error {
-	if err := CheckLoopback(c.URL); err != nil {
+	urls, err := ParseURLs(c.URL)
+	if err != nil {
 		return err
+	}
+	if len(c.ServerPIDs) > 1 && len(c.ServerPIDs) != len(urls) {
+		return fmt.Errorf("-server-pid: %d processes for %d URLs; give one per -url, in the same order", len(c.ServerPIDs), len(urls))
+	}
+	for _, p := range c.ServerPIDs {
+		if p <= 0 {
+			return fmt.Errorf("-server-pid: %d is not a process id", p)
+		}
 	}
 	switch {
 	case c.Clients < 1:
@@ -188,6 +209,64 @@ func CheckLoopback(raw string) error {
 		return fmt.Errorf("-url: %q is not a loopback address; only 127.0.0.0/8, ::1 and localhost are allowed", host)
 	}
 	return nil
+}
+
+// maxServers bounds the number of URLs (and server processes) of one run.
+const maxServers = 16
+
+// ParseURLs splits a comma-separated -url into its URLs, each checked with
+// CheckLoopback. One URL (no comma) is the usual case.
+func ParseURLs(s string) ([]string, error) {
+	parts := strings.Split(s, ",")
+	if len(parts) > maxServers {
+		return nil, fmt.Errorf("-url: at most %d servers", maxServers)
+	}
+	urls := make([]string, 0, len(parts))
+	seen := map[string]bool{}
+	for _, p := range parts {
+		p = strings.TrimSpace(p)
+		if p == "" {
+			return nil, errors.New("-url: empty URL in the list")
+		}
+		if err := CheckLoopback(p); err != nil {
+			return nil, err
+		}
+		hp, _, err := target(p)
+		if err != nil {
+			return nil, fmt.Errorf("-url: %w", err)
+		}
+		if seen[hp] {
+			return nil, fmt.Errorf("-url: %s given twice", hp)
+		}
+		seen[hp] = true
+		urls = append(urls, p)
+	}
+	return urls, nil
+}
+
+// ParsePIDs parses -server-pid: empty, one process id, or several
+// separated by commas.
+func ParsePIDs(s string) ([]int, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return nil, nil
+	}
+	parts := strings.Split(s, ",")
+	if len(parts) > maxServers {
+		return nil, fmt.Errorf("-server-pid: at most %d processes", maxServers)
+	}
+	pids := make([]int, 0, len(parts))
+	for _, p := range parts {
+		n, err := strconv.Atoi(strings.TrimSpace(p))
+		if err != nil || n <= 0 {
+			return nil, fmt.Errorf("-server-pid: %q is not a process id", strings.TrimSpace(p))
+		}
+		if slices.Contains(pids, n) {
+			return nil, fmt.Errorf("-server-pid: %d given twice", n)
+		}
+		pids = append(pids, n)
+	}
+	return pids, nil
 }
 
 // target returns host:port to dial, with localhost pinned to 127.0.0.1 so

@@ -5,14 +5,18 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/chatd/chat/bus"
 	"github.com/chatd/chat/server"
 	"github.com/chatd/chat/store/sqlite"
 )
@@ -199,5 +203,287 @@ func TestRefusesRemote(t *testing.T) {
 	_, err := Run(context.Background(), Config{URL: "http://192.0.2.1:3000", Clients: 1, Idle: true})
 	if err == nil || !strings.Contains(err.Error(), "loopback") {
 		t.Fatalf("err %v", err)
+	}
+}
+
+func TestParseURLs(t *testing.T) {
+	one, err := ParseURLs("http://127.0.0.1:3000")
+	if err != nil || len(one) != 1 || one[0] != "http://127.0.0.1:3000" {
+		t.Fatalf("one: %v %v", one, err)
+	}
+	three, err := ParseURLs("http://127.0.0.1:3000, http://localhost:3001,http://[::1]:3002")
+	if err != nil || len(three) != 3 || three[1] != "http://localhost:3001" {
+		t.Fatalf("three: %v %v", three, err)
+	}
+	for _, s := range []string{
+		"", "http://127.0.0.1:3000,", ",http://127.0.0.1:3000",
+		"http://127.0.0.1:3000,http://10.0.0.1:3000",  // one remote is enough to refuse
+		"http://127.0.0.1:3000,http://127.0.0.1:3000", // twice
+		"http://localhost:3000,http://127.0.0.1:3000", // twice, after pinning
+		"http://127.0.0.1:3000,https://127.0.0.1:3001",
+		strings.Repeat("http://127.0.0.1:3000,", maxServers) + "http://127.0.0.1:4000",
+	} {
+		if u, err := ParseURLs(s); err == nil {
+			t.Errorf("%q: accepted as %v", s, u)
+		}
+	}
+	c := Config{URL: "http://127.0.0.1:3000,http://127.0.0.2:3000", Clients: 10, Senders: 2, Rate: 1, ServerPIDs: []int{1, 2, 3}}
+	c.Defaults()
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "one per -url") {
+		t.Fatalf("3 pids for 2 urls: %v", err)
+	}
+	c.ServerPIDs = []int{1, 2}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestParsePIDs(t *testing.T) {
+	for s, want := range map[string][]int{"": nil, " ": nil, "12": {12}, "12,13, 14": {12, 13, 14}} {
+		got, err := ParsePIDs(s)
+		if err != nil || !slices.Equal(got, want) {
+			t.Errorf("%q: %v %v, want %v", s, got, err, want)
+		}
+	}
+	for _, s := range []string{"x", "0", "-3", "12,", "12,,13", "12,12", "1.5"} {
+		if got, err := ParsePIDs(s); err == nil {
+			t.Errorf("%q: accepted as %v", s, got)
+		}
+	}
+}
+
+func TestSumSamples(t *testing.T) {
+	t0 := time.Now()
+	parts := []ProcSample{
+		{At: t0, CPU: 1500 * time.Millisecond, RSS: 10 << 20, HWM: 12 << 20},
+		{At: t0.Add(time.Millisecond), CPU: 250 * time.Millisecond, RSS: 20 << 20, HWM: 21 << 20},
+		{At: t0, CPU: 10 * time.Millisecond, RSS: 1 << 20, HWM: 1 << 20},
+	}
+	s := SumSamples(parts)
+	if s.CPU != 1760*time.Millisecond || s.RSS != 31<<20 || s.HWM != 34<<20 || !s.At.Equal(t0.Add(time.Millisecond)) || len(s.Parts) != 3 {
+		t.Fatalf("%+v", s)
+	}
+	// A watch over several processes sums them (here: this one, twice
+	// over would be refused by ParsePIDs, so this one and its parent).
+	w := newProcWatch([]int{os.Getpid(), os.Getppid()})
+	if !w.ok {
+		t.Skip("cannot read the parent's /proc:", w.err)
+	}
+	got := w.sample()
+	if len(got.Parts) != 2 || got.RSS != got.Parts[0].RSS+got.Parts[1].RSS || got.CPU != got.Parts[0].CPU+got.Parts[1].CPU {
+		t.Fatalf("%+v", got)
+	}
+	if w.peakRSS() < got.RSS || w.peakRSSOf(0) < got.Parts[0].RSS || w.peakRSSOf(5) != 0 {
+		t.Fatalf("peaks %d %d", w.peakRSS(), w.peakRSSOf(0))
+	}
+}
+
+const metricsBefore = `# HELP chat_bus_lag_seconds Time from another server publishing an event to this server receiving it.
+# TYPE chat_bus_lag_seconds histogram
+chat_bus_lag_seconds_bucket{le="0.0005"} 1
+chat_bus_lag_seconds_bucket{le="0.001"} 2
+chat_bus_lag_seconds_bucket{le="0.0025"} 2
+chat_bus_lag_seconds_bucket{le="0.005"} 2
+chat_bus_lag_seconds_bucket{le="+Inf"} 2
+chat_bus_lag_seconds_sum 0.001
+chat_bus_lag_seconds_count 2
+# TYPE chat_messages_delivered_total counter
+chat_messages_delivered_total 5
+chat_messages_delivered_total_other 99
+chat_rate_limited_total{limit="login"} 3
+`
+
+const metricsAfter = `chat_bus_lag_seconds_bucket{le="0.001"} 2
+chat_bus_lag_seconds_bucket{le="0.0005"} 1
+chat_bus_lag_seconds_bucket{le="0.0025"} 52
+chat_bus_lag_seconds_bucket{le="0.005"} 101
+chat_bus_lag_seconds_bucket{le="+Inf"} 102
+chat_bus_lag_seconds_sum 0.301
+chat_bus_lag_seconds_count 102
+chat_messages_delivered_total 1.005e+03
+`
+
+func TestParseMetricsAndQuantiles(t *testing.T) {
+	h0, d0, err := ParseMetrics(strings.NewReader(metricsBefore), metricBusLag, metricDelivered)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d0 != 5 || h0.Count != 2 || len(h0.Bounds) != 5 || !math.IsInf(h0.Bounds[4], 1) || h0.Counts[1] != 2 {
+		t.Fatalf("before: %+v %v", h0, d0)
+	}
+	h1, d1, err := ParseMetrics(strings.NewReader(metricsAfter), metricBusLag, metricDelivered)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d1 != 1005 || h1.Bounds[0] != 0.0005 || h1.Counts[0] != 1 { // sorted by le
+		t.Fatalf("after: %+v %v", h1, d1)
+	}
+	d, err := h1.Sub(h0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 100 observations: 50 in (1ms, 2.5ms], 49 in (2.5ms, 5ms], 1 above 5ms.
+	if !slices.Equal(d.Counts, []float64{0, 0, 50, 99, 100}) || d.Count != 100 || math.Abs(d.Sum-0.3) > 1e-9 {
+		t.Fatalf("diff %+v", d)
+	}
+	near := func(got, want float64) bool { return math.Abs(got-want) < 1e-9 }
+	if q := d.Quantile(.5); !near(q, 0.0025) {
+		t.Errorf("p50 %v", q)
+	}
+	if q := d.Quantile(.25); !near(q, 0.001+0.0015*25/50) {
+		t.Errorf("p25 %v", q)
+	}
+	if q := d.Quantile(.99); !near(q, 0.005) {
+		t.Errorf("p99 %v", q)
+	}
+	if q := d.Quantile(1); !near(q, 0.005) { // in +Inf: the highest finite bound
+		t.Errorf("p100 %v", q)
+	}
+	b := busLagOf(d)
+	if b.N != 100 || b.P50 != 2.5 || b.P99 != 5 || b.MeanMs != 3 || b.TopMs != 5 {
+		t.Errorf("bus lag %+v", b)
+	}
+	sum, err := d.Add(d)
+	if err != nil || sum.Counts[4] != 200 || sum.Count != 200 || d.Counts[4] != 100 {
+		t.Fatalf("add %+v %v", sum, err)
+	}
+	if e := busLagOf(PromHist{}); e.N != 0 || e.P99 != 0 {
+		t.Errorf("empty %+v", e)
+	}
+	if !math.IsNaN(PromHist{}.Quantile(.5)) {
+		t.Error("empty quantile")
+	}
+	if _, err := h0.Sub(h1); err == nil {
+		t.Error("a counter going down was accepted")
+	}
+	if _, err := d.Sub(PromHist{Bounds: []float64{1, math.Inf(1)}, Counts: []float64{0, 0}}); err == nil {
+		t.Error("different buckets accepted")
+	}
+	for _, bad := range []string{"chat_bus_lag_seconds_bucket{le=\"x\"} 1\n", "chat_bus_lag_seconds_count\n",
+		"chat_bus_lag_seconds_bucket{le=\"1\"} one\n", "chat_bus_lag_seconds_bucket{} 1\n"} {
+		if _, _, err := ParseMetrics(strings.NewReader(bad), metricBusLag, metricDelivered); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+// memBus relays events between servers of one test process, in order, as
+// the PostgreSQL and NATS buses do between processes.
+type memBus struct {
+	mu   sync.Mutex
+	subs []chan bus.Event
+	wg   sync.WaitGroup
+}
+
+type memBusConn struct{ b *memBus }
+
+func (c memBusConn) Publish(_ context.Context, e bus.Event) error {
+	c.b.mu.Lock()
+	defer c.b.mu.Unlock()
+	for _, ch := range c.b.subs {
+		ch <- e
+	}
+	return nil
+}
+
+func (c memBusConn) Subscribe(h bus.Handler) error {
+	ch := make(chan bus.Event, 100000)
+	c.b.mu.Lock()
+	c.b.subs = append(c.b.subs, ch)
+	c.b.mu.Unlock()
+	c.b.wg.Add(1)
+	go func() {
+		defer c.b.wg.Done()
+		for e := range ch {
+			h.HandleEvent(e)
+		}
+	}()
+	return nil
+}
+
+func (c memBusConn) Close() error { return nil }
+
+func (b *memBus) close() {
+	b.mu.Lock()
+	for _, ch := range b.subs {
+		close(ch)
+	}
+	b.subs = nil
+	b.mu.Unlock()
+	b.wg.Wait()
+}
+
+// TestRunAgainstCluster: three servers on one store, relaying over an
+// in-process bus; clients spread over them, every delivery exact, and the
+// bus lag read from their /metrics.
+func TestRunAgainstCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts servers")
+	}
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "chat.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	mb := &memBus{}
+	t.Cleanup(mb.close)
+	var urls []string
+	for i := 0; i < 3; i++ {
+		srv, err := server.New(server.Config{BcryptCost: 4, Bus: memBusConn{mb}}, st, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		hs := &http.Server{Handler: srv.Handler()}
+		go hs.Serve(ln)
+		t.Cleanup(func() {
+			srv.Close()
+			hs.Close()
+		})
+		urls = append(urls, "http://"+ln.Addr().String())
+	}
+	res, err := Run(context.Background(), Config{
+		URL: strings.Join(urls, ","), Clients: 31, Senders: 4, Rate: 40, Messages: 40, Duration: 5 * time.Second,
+		Drain: 10 * time.Second, Settle: 100 * time.Millisecond, Polling: 0.25, Ack: true, XFF: true,
+		ServerPID: os.Getpid(), BusLag: true, MaxRun: time.Minute, // one process holds all three
+
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.OK {
+		t.Fatalf("problems %v, errors %v", res.Problems, res.FirstErrors)
+	}
+	if res.Delivered != 40*31 || res.Expected != 40*31 || res.Duplicates != 0 {
+		t.Fatalf("delivered %d expected %d duplicates %d", res.Delivered, res.Expected, res.Duplicates)
+	}
+	if len(res.URLs) != 3 || len(res.Servers) != 3 {
+		t.Fatalf("urls %v servers %+v", res.URLs, res.Servers)
+	}
+	for i, want := range []struct{ clients, senders int }{{11, 2}, {10, 1}, {10, 1}} {
+		if sp := res.Servers[i]; sp.Clients != want.clients || sp.Senders != want.senders || sp.URL != urls[i] {
+			t.Errorf("server %d: %+v, want %+v", i, sp, want)
+		}
+	}
+	if res.DeliveryLocal == nil || res.DeliveryRemote == nil || int64(res.DeliveryLocal.N+res.DeliveryRemote.N) != res.Delivered || res.DeliveryRemote.N == 0 {
+		t.Fatalf("local %+v remote %+v", res.DeliveryLocal, res.DeliveryRemote)
+	}
+	// Each message is relayed to the two other servers: at least 80
+	// message events (presence events may add more).
+	if res.BusLag == nil || res.BusLag.N < 80 || res.BusLag.P99 <= 0 || res.BusLag.P50 > res.BusLag.P99 {
+		t.Fatalf("bus lag %+v", res.BusLag)
+	}
+	if res.BusLag.MetricsDelivered < res.Delivered {
+		t.Errorf("servers counted %d deliveries, the generator %d", res.BusLag.MetricsDelivered, res.Delivered)
+	}
+	var tbl strings.Builder
+	res.WriteTable(&tbl)
+	for _, want := range []string{"1240 of 1240", "bus lag", "other server", "server 3"} {
+		if !strings.Contains(tbl.String(), want) {
+			t.Fatalf("no %q in the table:\n%s", want, tbl.String())
+		}
 	}
 }

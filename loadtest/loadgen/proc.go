@@ -20,6 +20,25 @@ type ProcSample struct {
 	CPU time.Duration // user + system, all threads
 	RSS int64         // bytes, VmRSS
 	HWM int64         // bytes, VmHWM: the peak RSS so far
+	// Parts holds one sample per process when this one is the sum of
+	// several (SumSamples).
+	Parts []ProcSample
+}
+
+// SumSamples adds CPU, RSS and HWM of samples of several processes (the
+// servers of one cluster) and keeps each in Parts. At is the latest.
+func SumSamples(parts []ProcSample) ProcSample {
+	var s ProcSample
+	for _, p := range parts {
+		s.CPU += p.CPU
+		s.RSS += p.RSS
+		s.HWM += p.HWM
+		if p.At.After(s.At) {
+			s.At = p.At
+		}
+	}
+	s.Parts = parts
+	return s
 }
 
 // ReadProc reads /proc/<pid>/stat and /proc/<pid>/status. CPU has a

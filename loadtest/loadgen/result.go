@@ -12,14 +12,15 @@ import (
 
 // Result is everything one run measured. It is printed as one JSON line.
 type Result struct {
-	Tool       string `json:"tool"`
-	Label      string `json:"label,omitempty"`
-	ServerName string `json:"server_name,omitempty"`
-	Scenario   string `json:"scenario,omitempty"`
-	Mode       string `json:"mode"` // "messages" or "idle"
-	URL        string `json:"url"`
-	RunID      string `json:"run_id"`
-	Start      string `json:"start"`
+	Tool       string   `json:"tool"`
+	Label      string   `json:"label,omitempty"`
+	ServerName string   `json:"server_name,omitempty"`
+	Scenario   string   `json:"scenario,omitempty"`
+	Mode       string   `json:"mode"` // "messages" or "idle"
+	URL        string   `json:"url"`
+	URLs       []string `json:"urls,omitempty"` // several servers: -url split on commas
+	RunID      string   `json:"run_id"`
+	Start      string   `json:"start"`
 
 	Clients         int     `json:"clients"`
 	Senders         int     `json:"senders"`
@@ -57,6 +58,11 @@ type Result struct {
 	Ack                *Summary `json:"ack,omitempty"`
 	MessagesIncomplete int      `json:"messages_incomplete"`
 
+	// Several servers: deliveries to a client on the sender's server, and
+	// to a client on another server (relayed over the bus).
+	DeliveryLocal  *Summary `json:"delivery_local,omitempty"`
+	DeliveryRemote *Summary `json:"delivery_remote,omitempty"`
+
 	Delivered        int64   `json:"delivered"`
 	Expected         int64   `json:"expected"`
 	Missing          int64   `json:"missing"`
@@ -68,8 +74,10 @@ type Result struct {
 	DeliveriesPerSec float64 `json:"deliveries_per_s"`
 	Disconnects      int     `json:"disconnects"`
 
+	// Server: one process, or the sum over the servers of -server-pid.
 	Server struct {
 		PID                 int     `json:"pid,omitempty"`
+		PIDs                []int   `json:"pids,omitempty"`
 		RSSBeforeMB         float64 `json:"rss_before_mb"`
 		RSSAfterMB          float64 `json:"rss_after_mb"`
 		RSSPeakMB           float64 `json:"rss_peak_mb"` // highest of the 1 s samples
@@ -89,6 +97,11 @@ type Result struct {
 		RSSMB            float64 `json:"rss_mb"`
 	} `json:"loadgen"`
 	Idle *IdleResult `json:"idle,omitempty"`
+	// Servers: one entry per -url when there are several.
+	Servers []ServerPart `json:"servers,omitempty"`
+	// BusLag: with -bus-lag, the servers' chat_bus_lag_seconds over the
+	// messages phase, all servers together.
+	BusLag *BusLag `json:"bus_lag,omitempty"`
 
 	GoMaxProcs   int               `json:"gomaxprocs"`
 	LoadAvgStart string            `json:"loadavg_start"`
@@ -96,6 +109,42 @@ type Result struct {
 	FirstErrors  map[string]string `json:"first_errors,omitempty"`
 	Problems     []string          `json:"problems"`
 	OK           bool              `json:"ok"`
+}
+
+// ServerPart is what was measured of one server of several.
+type ServerPart struct {
+	URL            string  `json:"url"`
+	PID            int     `json:"pid,omitempty"`
+	Clients        int     `json:"clients"` // connected to it
+	Senders        int     `json:"senders"`
+	RSSBeforeMB    float64 `json:"rss_before_mb"`
+	RSSAfterMB     float64 `json:"rss_after_mb"`
+	RSSPeakMB      float64 `json:"rss_peak_mb"`
+	CPUConnectS    float64 `json:"cpu_connect_s"`
+	CPUMessagesS   float64 `json:"cpu_messages_s"`
+	CPUMessagesPct float64 `json:"cpu_messages_pct"`
+	// From its /metrics (-bus-lag), over the messages phase.
+	MetricsDelivered int64   `json:"metrics_delivered,omitempty"`
+	BusLag           *BusLag `json:"bus_lag,omitempty"`
+}
+
+// BusLag is a bus lag distribution computed from Prometheus histogram
+// buckets (their difference between two scrapes): publish on one server to
+// handled on another. Quantiles are interpolated linearly inside a bucket,
+// as PromQL's histogram_quantile does, so their precision is the bucket
+// width; a quantile in the +Inf bucket is reported as the highest bound.
+type BusLag struct {
+	N      int64   `json:"n"`
+	MeanMs float64 `json:"mean_ms"`
+	P50    float64 `json:"p50_ms"`
+	P90    float64 `json:"p90_ms"`
+	P99    float64 `json:"p99_ms"`
+	// TopMs is the highest finite bucket bound: a quantile reported equal
+	// to it may be anywhere above it (the +Inf bucket).
+	TopMs float64 `json:"top_bucket_ms"`
+	// MetricsDelivered: chat_messages_delivered_total over the same
+	// interval, summed over the servers (events handed to sockets).
+	MetricsDelivered int64 `json:"metrics_delivered,omitempty"`
 }
 
 // IdleResult is what -idle measures.
@@ -133,17 +182,40 @@ func (res *Result) WriteTable(w io.Writer) {
 			res.Delivered, res.Expected, res.Missing, res.Duplicates, res.DeliveriesPerSec)
 		row("fan-out (to all)", "p50 %.1f  p95 %.1f  p99 %.1f  max %.1f ms", res.Fanout.P50, res.Fanout.P95, res.Fanout.P99, res.Fanout.Max)
 		row("per delivery", "p50 %.1f  p95 %.1f  p99 %.1f  max %.1f ms", res.Delivery.P50, res.Delivery.P95, res.Delivery.P99, res.Delivery.Max)
+		if res.DeliveryLocal != nil && res.DeliveryRemote != nil {
+			row("  same server", "p50 %.1f  p99 %.1f  max %.1f ms (%d deliveries)", res.DeliveryLocal.P50, res.DeliveryLocal.P99, res.DeliveryLocal.Max, res.DeliveryLocal.N)
+			row("  other server", "p50 %.1f  p99 %.1f  max %.1f ms (%d deliveries)", res.DeliveryRemote.P50, res.DeliveryRemote.P99, res.DeliveryRemote.Max, res.DeliveryRemote.N)
+		}
 		if res.Ack != nil {
 			row("send ack", "p50 %.1f  p99 %.1f  max %.1f ms (%d ok, %d refused)", res.Ack.P50, res.Ack.P99, res.Ack.Max, res.AcksOK, res.AcksFailed)
 		}
 	}
-	if res.Server.PID > 0 {
+	if res.BusLag != nil {
+		if res.BusLag.N > 0 {
+			row("bus lag", "p50 %.2f  p90 %.2f  p99 %.2f  mean %.2f ms (%d events, from chat_bus_lag_seconds buckets; %.0f ms means %.0f ms or more)",
+				res.BusLag.P50, res.BusLag.P90, res.BusLag.P99, res.BusLag.MeanMs, res.BusLag.N, res.BusLag.TopMs, res.BusLag.TopMs)
+		} else {
+			row("bus lag", "no bus events (one server?)")
+		}
+	}
+	if res.Server.PID > 0 || len(res.Server.PIDs) > 0 {
+		if len(res.Server.PIDs) > 1 {
+			row("servers", "%d processes, summed below", len(res.Server.PIDs))
+		}
 		row("server RSS", "%.1f MB before, %.1f after, %.1f peak", res.Server.RSSBeforeMB, res.Server.RSSAfterMB, res.Server.RSSPeakMB)
 		row("server CPU", "connect %.2fs, idle %.1f%%, messages %.2fs (%.0f%%)",
 			res.Server.CPUConnectS, res.Server.IdleCPUPct, res.Server.CPUMessagesS, res.Server.CPUMessagesPct)
 		if res.Mode == "messages" {
 			row("server per delivery", "%.2f µs CPU; %.0f deliveries per CPU-second", res.Server.CPUUsPerDelivery, res.Server.DeliveriesPerCPUSec)
 		}
+	}
+	for i, sp := range res.Servers {
+		line := fmt.Sprintf("%s pid %d: %d clients (%d senders); CPU connect %.2fs, messages %.2fs (%.0f%%); RSS %.1f → %.1f MB",
+			sp.URL, sp.PID, sp.Clients, sp.Senders, sp.CPUConnectS, sp.CPUMessagesS, sp.CPUMessagesPct, sp.RSSBeforeMB, sp.RSSAfterMB)
+		if sp.BusLag != nil && sp.BusLag.N > 0 {
+			line += fmt.Sprintf("; bus lag p50 %.2f p99 %.2f ms (%d)", sp.BusLag.P50, sp.BusLag.P99, sp.BusLag.N)
+		}
+		row(fmt.Sprintf("server %d", i+1), "%s", line)
 	}
 	if res.Mode == "messages" {
 		row("loadgen per delivery", "%.2f µs CPU (%.2fs)", res.Loadgen.CPUUsPerDelivery, res.Loadgen.CPUMessagesS)
@@ -162,35 +234,57 @@ func (res *Result) WriteTable(w io.Writer) {
 	tw.Flush()
 }
 
-// procWatch samples the server process, remembering the peak RSS seen.
+// procWatch samples the server processes (one, or the servers of a
+// cluster), remembering the peak RSS seen: of the sum, and of each.
 type procWatch struct {
-	pid int
-	ok  bool
-	err error
+	pids []int
+	ok   bool
+	err  error
 
-	mu   sync.Mutex
-	peak int64
+	mu    sync.Mutex
+	peak  int64
+	peaks []int64
 }
 
-func newProcWatch(pid int) *procWatch {
-	w := &procWatch{pid: pid}
-	if pid > 0 {
-		_, w.err = ReadProc(pid)
-		w.ok = w.err == nil
+func newProcWatch(pids []int) *procWatch {
+	w := &procWatch{pids: pids, peaks: make([]int64, len(pids))}
+	if len(pids) > 0 {
+		w.ok = true
+		for _, pid := range pids {
+			if _, err := ReadProc(pid); err != nil {
+				w.ok, w.err = false, err
+				break
+			}
+		}
 	}
 	return w
 }
 
+// sample reads every process; with several, the result is their sum with
+// each one in Parts.
 func (w *procWatch) sample() ProcSample {
 	if !w.ok {
 		return ProcSample{At: time.Now()}
 	}
-	s, err := ReadProc(w.pid)
-	if err != nil {
-		return ProcSample{At: time.Now()}
+	parts := make([]ProcSample, len(w.pids))
+	for i, pid := range w.pids {
+		s, err := ReadProc(pid)
+		if err != nil {
+			return ProcSample{At: time.Now()}
+		}
+		parts[i] = s
+	}
+	var s ProcSample
+	if len(parts) == 1 {
+		s = parts[0]
+	} else {
+		s = SumSamples(parts)
 	}
 	w.mu.Lock()
 	w.peak = max(w.peak, s.RSS)
+	for i, p := range parts {
+		w.peaks[i] = max(w.peaks[i], p.RSS)
+	}
 	w.mu.Unlock()
 	return s
 }
@@ -199,6 +293,15 @@ func (w *procWatch) peakRSS() int64 {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.peak
+}
+
+func (w *procWatch) peakRSSOf(i int) int64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if i < 0 || i >= len(w.peaks) {
+		return 0
+	}
+	return w.peaks[i]
 }
 
 // progress prints one line a second until the returned stop is called.

@@ -17,18 +17,16 @@ import (
 
 // run is the state of one Run, shared by every goroutine.
 type run struct {
-	cfg      Config
-	ctx      context.Context
-	base     time.Time // monotonic origin of every timestamp below
-	runID    string
-	marker   []byte // `"lt:<run>:` starts each message text
-	hostport string
-	v4       bool
-	pollURL  string
-	wsPath   string
-	loops    []*evloop
-	httpc    *http.Client
-	srcNext  atomic.Uint64
+	cfg     Config
+	ctx     context.Context
+	base    time.Time // monotonic origin of every timestamp below
+	runID   string
+	marker  []byte // `"lt:<run>:` starts each message text
+	targets []*srvTarget
+	wsPath  string
+	loops   []*evloop
+	httpc   *http.Client
+	srcNext atomic.Uint64
 
 	clients []*client // index = client number; nil until connected
 
@@ -63,6 +61,11 @@ type run struct {
 	acksOK        atomic.Int64
 	acksFail      atomic.Int64
 	delivery      Hist
+	// With several servers: the server of each message's sender, and
+	// deliveries split by whether the receiver is on that server.
+	sentSrv        []atomic.Int32
+	deliveryLocal  Hist
+	deliveryRemote Hist
 
 	readers sync.WaitGroup
 
@@ -108,7 +111,15 @@ func (r *run) onMessage(c *client, p []byte) {
 	c.delivered.Add(1)
 	r.delivered.Add(1)
 	if s := r.sentAt[seq].Load(); s > 0 {
-		r.delivery.Record(time.Duration(now - s))
+		d := time.Duration(now - s)
+		r.delivery.Record(d)
+		if len(r.targets) > 1 {
+			if int(r.sentSrv[seq].Load()) == c.t.idx {
+				r.deliveryLocal.Record(d)
+			} else {
+				r.deliveryRemote.Record(d)
+			}
+		}
 	}
 	if r.recvCount[seq].Add(1) == r.n0.Load() {
 		r.doneAt[seq].Store(now)
@@ -151,12 +162,19 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		r.cfg.Prefix = "lt" + r.runID
 	}
 	r.marker = []byte(`"lt:` + r.runID + ":")
-	var err error
-	if r.hostport, r.v4, err = target(cfg.URL); err != nil {
+	urls, err := ParseURLs(cfg.URL)
+	if err != nil {
 		return nil, err
 	}
+	for i, u := range urls {
+		t := &srvTarget{idx: i, url: u}
+		if t.hostport, t.v4, err = target(u); err != nil {
+			return nil, err
+		}
+		t.pollURL = "http://" + t.hostport + "/socket.io/?EIO=4&transport=polling"
+		r.targets = append(r.targets, t)
+	}
 	r.wsPath = "/socket.io/?EIO=4&transport=websocket"
-	r.pollURL = "http://" + r.hostport + "/socket.io/?EIO=4&transport=polling"
 	nloops := cfg.Loops
 	if nloops <= 0 {
 		nloops = 1
@@ -187,6 +205,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	r.recvCount = make([]atomic.Int64, r.m)
 	r.doneAt = make([]atomic.Int64, r.m)
 	r.ackAt = make([]atomic.Int64, r.m)
+	if len(r.targets) > 1 {
+		r.sentSrv = make([]atomic.Int32, r.m)
+	}
 	r.n0.Store(-1)
 	r.phase.Store("start")
 
@@ -199,11 +220,34 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if cfg.Idle {
 		res.Mode = "idle"
 	}
-	srv := newProcWatch(cfg.ServerPID)
+	if len(urls) > 1 {
+		res.URLs = urls
+	}
+	pids := cfg.ServerPIDs
+	if len(pids) <= 1 && cfg.ServerPID > 0 {
+		pids = []int{cfg.ServerPID}
+	}
+	srv := newProcWatch(pids)
 	srvBase := srv.sample()
 	selfBaseRSS := selfRSS()
-	res.Server.PID = cfg.ServerPID
+	if len(pids) == 1 {
+		res.Server.PID = pids[0]
+	} else if len(pids) > 1 {
+		res.Server.PIDs = pids
+	}
 	res.Server.RSSBeforeMB = mb(srvBase.RSS)
+	if len(urls) > 1 {
+		res.Servers = make([]ServerPart, len(urls))
+		for i, u := range urls {
+			res.Servers[i].URL = u
+			if len(pids) == len(urls) {
+				res.Servers[i].PID = pids[i]
+				if i < len(srvBase.Parts) {
+					res.Servers[i].RSSBeforeMB = mb(srvBase.Parts[i].RSS)
+				}
+			}
+		}
+	}
 
 	stopProgress := r.progress(srv)
 	defer stopProgress()
@@ -226,6 +270,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	res.Connect.TotalS = secs(lastConnect.Sub(connectStart))
 	cpuC1 := srv.sample()
 	res.Server.CPUConnectS = secs(cpuC1.CPU - cpuC0.CPU)
+	for i := range res.Servers {
+		if i < len(cpuC0.Parts) && i < len(cpuC1.Parts) {
+			res.Servers[i].CPUConnectS = secs(cpuC1.Parts[i].CPU - cpuC0.Parts[i].CPU)
+		}
+	}
 	res.Loadgen.CPUConnectS = secs(selfCPU() - selfC0)
 	var cds []time.Duration
 	for _, d := range r.connectDur {
@@ -265,8 +314,17 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return res, nil
 	}
 
-	// 5. Messages.
+	// 5. Messages, between two scrapes of the servers' metrics.
+	var m0 []metricsSample
+	if cfg.BusLag {
+		m0 = r.scrapeAll(res)
+	}
 	r.sendAndDrain(res, srv)
+	if cfg.BusLag && m0 != nil {
+		if m1 := r.scrapeAll(res); m1 != nil {
+			r.busLag(res, m0, m1)
+		}
+	}
 	r.finish(res, srv)
 	return res, nil
 }
@@ -288,7 +346,7 @@ func (r *run) setupSenders() error {
 		go func(i int) {
 			defer wg.Done()
 			defer func() { <-sem }()
-			c := &client{r: r, idx: i, sender: true, setupAck: make(chan []byte, 1)}
+			c := &client{r: r, idx: i, t: r.targetOf(i), sender: true, setupAck: make(chan []byte, 1)}
 			if err := r.connectOne(ctx, c); err != nil {
 				errs[i] = err
 				return
@@ -395,7 +453,7 @@ func (r *run) connectRest() time.Time {
 		if polling {
 			npoll++
 		}
-		c := &client{r: r, idx: cfg.Senders + j, polling: polling}
+		c := &client{r: r, idx: cfg.Senders + j, t: r.targetOf(cfg.Senders + j), polling: polling}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -549,6 +607,10 @@ func (r *run) sendAndDrain(res *Result, srv *procWatch) {
 	}
 	res.Fanout = summarize(fan)
 	res.Delivery = r.delivery.Summary()
+	if len(r.targets) > 1 {
+		l, rm := r.deliveryLocal.Summary(), r.deliveryRemote.Summary()
+		res.DeliveryLocal, res.DeliveryRemote = &l, &rm
+	}
 	if len(ack) > 0 {
 		s := summarize(ack)
 		res.Ack = &s
@@ -571,6 +633,15 @@ func (r *run) sendAndDrain(res *Result, srv *procWatch) {
 		}
 		if el := end.Sub(start); el > 0 {
 			res.Server.CPUMessagesPct = round2(100 * float64(c) / float64(el))
+		}
+		for i := range res.Servers {
+			if i < len(p0.Parts) && i < len(p1.Parts) {
+				c := p1.Parts[i].CPU - p0.Parts[i].CPU
+				res.Servers[i].CPUMessagesS = secs(c)
+				if el := end.Sub(start); el > 0 {
+					res.Servers[i].CPUMessagesPct = round2(100 * float64(c) / float64(el))
+				}
+			}
 		}
 	}
 
@@ -625,6 +696,9 @@ func (r *run) sendLoop(s *sender) {
 		buf = append(buf, ':')
 		buf = strconv.AppendInt(buf, time.Now().UnixNano(), 10)
 		buf = append(buf, `"]`...)
+		if r.sentSrv != nil {
+			r.sentSrv[seq].Store(int32(s.c.t.idx))
+		}
 		r.sentAt[seq].Store(r.now())
 		if err := s.c.writeText(buf); err != nil {
 			r.sentAt[seq].Store(0)
@@ -662,6 +736,20 @@ func (r *run) finish(res *Result, srv *procWatch) {
 	res.Server.RSSAfterMB = mb(end.RSS)
 	res.Server.RSSPeakMB = mb(max(srv.peakRSS(), end.RSS))
 	res.Server.HWMMB = mb(end.HWM)
+	for i := range res.Servers {
+		if i < len(end.Parts) {
+			res.Servers[i].RSSAfterMB = mb(end.Parts[i].RSS)
+			res.Servers[i].RSSPeakMB = mb(max(srv.peakRSSOf(i), end.Parts[i].RSS))
+		}
+	}
+	for _, c := range r.clients {
+		if c != nil && c.t != nil && c.t.idx < len(res.Servers) {
+			res.Servers[c.t.idx].Clients++
+			if c.sender {
+				res.Servers[c.t.idx].Senders++
+			}
+		}
+	}
 	res.Disconnects = int(r.disconnects.Load())
 	if res.Disconnects > 0 {
 		res.Problems = append(res.Problems, fmt.Sprintf("%d connections ended during the run", res.Disconnects))
@@ -689,8 +777,10 @@ func (r *run) finish(res *Result, srv *procWatch) {
 		}
 		res.PollingClients = n
 	}
-	if cfg := r.cfg; cfg.ServerPID > 0 && !srv.ok {
-		res.Problems = append(res.Problems, fmt.Sprintf("could not read /proc/%d: %v", cfg.ServerPID, srv.err))
+	if len(srv.pids) == 1 && !srv.ok {
+		res.Problems = append(res.Problems, fmt.Sprintf("could not read /proc/%d: %v", srv.pids[0], srv.err))
+	} else if len(srv.pids) > 1 && !srv.ok {
+		res.Problems = append(res.Problems, fmt.Sprintf("could not read /proc of every server: %v", srv.err))
 	}
 	res.OK = len(res.Problems) == 0
 }

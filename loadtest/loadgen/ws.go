@@ -116,7 +116,7 @@ func (c *client) upgrade(conn net.Conn) ([]byte, error) {
 	k := base64.StdEncoding.EncodeToString(key[:])
 	var req strings.Builder
 	fmt.Fprintf(&req, "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
-		"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n", c.r.wsPath, c.r.hostport, k)
+		"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n", c.r.wsPath, c.t.hostport, k)
 	if c.r.cfg.XFF {
 		fmt.Fprintf(&req, "X-Forwarded-For: %s\r\n", c.xff())
 	}
@@ -196,7 +196,7 @@ func frameLen(b []byte) int {
 // connectWS dials, upgrades, completes the Engine.IO and Socket.IO
 // handshakes, and hands the socket to an event loop.
 func (c *client) connectWS(ctx context.Context) error {
-	conn, err := c.r.dialContext(ctx, "tcp", c.r.hostport)
+	conn, err := c.r.dialContext(ctx, "tcp", c.t.hostport)
 	if err != nil {
 		return fmt.Errorf("dial: %w", err)
 	}

@@ -5,6 +5,7 @@
 //
 //	loadgen -url http://127.0.0.1:3500 -clients 1000 -senders 10 -rate 20 -duration 20s -server-pid 1234
 //	loadgen -url http://127.0.0.1:3500 -idle -clients 10000 -hold 15s -server-pid 1234
+//	loadgen -url http://127.0.0.1:3500,http://127.0.0.1:3501 -server-pid 1234,1235 -bus-lag
 //
 // A progress line goes to stderr every second; at the end a table goes to
 // stderr and one JSON line to stdout (and to -json, if given). The exit
@@ -34,7 +35,7 @@ func run() int {
 	var c loadgen.Config
 	var jsonPath string
 	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
-	fs.StringVar(&c.URL, "url", "http://127.0.0.1:3000", "server URL; loopback only (127.0.0.0/8, ::1, localhost)")
+	fs.StringVar(&c.URL, "url", "http://127.0.0.1:3000", "server URL; loopback only (127.0.0.0/8, ::1, localhost); several servers: comma-separated, clients spread round-robin")
 	fs.IntVar(&c.Clients, "clients", 100, "connections in all, senders included")
 	fs.IntVar(&c.Senders, "senders", 10, "clients that register, log in and send (before the others connect)")
 	fs.Float64Var(&c.Rate, "rate", 10, "messages per second, all senders together")
@@ -47,7 +48,8 @@ func run() int {
 	fs.Float64Var(&c.Polling, "polling", 0, "share of non-sender clients on HTTP long-polling instead of WebSocket, 0..1")
 	fs.BoolVar(&c.Idle, "idle", false, "connect -clients, hold them -hold, measure memory per connection; no messages")
 	fs.DurationVar(&c.Hold, "hold", 0, "idle mode: how long to hold the connections (default 10s)")
-	fs.IntVar(&c.ServerPID, "server-pid", 0, "server process to read CPU and RSS from /proc")
+	pidList := fs.String("server-pid", "", "server process to read CPU and RSS from /proc; several servers: comma-separated, one per -url in the same order (summed)")
+	fs.BoolVar(&c.BusLag, "bus-lag", false, "scrape each server's /metrics before and after the messages phase and report the bus lag (chat_bus_lag_seconds); this project's server only")
 	fs.BoolVar(&c.Ack, "ack", true, "ask for an acknowledgement of each send (the Go server's extension; use -ack=false for the Node reference)")
 	fs.BoolVar(&c.XFF, "xff", true, "give each client its own X-Forwarded-For address, as nginx would")
 	fs.DurationVar(&c.PongDelay, "pong-delay", 0, "answer each Engine.IO ping this late (default: at once)")
@@ -68,6 +70,16 @@ func run() int {
 	if fs.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "loadgen: unexpected argument %q\n", fs.Arg(0))
 		return 2
+	}
+	pids, err := loadgen.ParsePIDs(*pidList)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "loadgen:", err)
+		return 2
+	}
+	if len(pids) == 1 {
+		c.ServerPID = pids[0]
+	} else {
+		c.ServerPIDs = pids
 	}
 	if !*quiet {
 		c.Progress = os.Stderr
