@@ -63,6 +63,8 @@ type config struct {
 	sessionTTL   time.Duration
 	lameDuck     time.Duration
 	busURL       string
+	busSubject   string
+	dbMaxConns   int
 	limits       server.Limits
 	trusted      string
 	origins      string
@@ -119,6 +121,10 @@ func parseFlags(args []string) (config, error) {
 		"comma-separated browser origins allowed besides the server's own, or * (env ALLOWED_ORIGINS)")
 	fs.DurationVar(&c.lameDuck, "lame-duck", envDuration("LAME_DUCK", 3*time.Second),
 		"on SIGTERM, spread the disconnection of clients over this long so they reconnect elsewhere gradually (env LAME_DUCK)")
+	fs.IntVar(&c.dbMaxConns, "db-max-conns", envInt("DB_MAX_CONNS", postgres.DefaultMaxConns),
+		"PostgreSQL connections this server may hold at once; keep servers × this below max_connections (env DB_MAX_CONNS)")
+	fs.StringVar(&c.busSubject, "bus-subject", env("BUS_SUBJECT", natsbus.Subject),
+		"NATS subject the servers of one cluster share; give each cluster on one NATS server its own (env BUS_SUBJECT)")
 	fs.StringVar(&c.busURL, "bus-url", env("BUS_URL", ""),
 		"nats://host:4222 to connect the servers over NATS; empty uses PostgreSQL LISTEN/NOTIFY (env BUS_URL)")
 	fs.StringVar(&c.publicDir, "public-dir", env("PUBLIC_DIR", ""),
@@ -132,6 +138,12 @@ func parseFlags(args []string) (config, error) {
 	}
 	if c.historyLimit < 0 {
 		return c, errors.New("-history-limit must be 0 (all) or more")
+	}
+	if c.dbMaxConns < 1 {
+		return c, errors.New("-db-max-conns must be at least 1")
+	}
+	if c.busSubject == "" {
+		return c, errors.New("-bus-subject must not be empty")
 	}
 	if c.debugAddr != "" {
 		host, _, err := net.SplitHostPort(c.debugAddr)
@@ -275,7 +287,8 @@ func openStore(ctx context.Context, cfg config, log *slog.Logger) (store.Store, 
 		// tried without it.
 		return nil, fmt.Errorf("opening %s: %w", redactURL(cfg.databaseURL), err)
 	}
-	log.Info("using PostgreSQL", "database", redactURL(cfg.databaseURL))
+	st.SetMaxConns(cfg.dbMaxConns)
+	log.Info("using PostgreSQL", "database", redactURL(cfg.databaseURL), "max_conns", cfg.dbMaxConns)
 	return st, nil
 }
 
@@ -288,7 +301,7 @@ func openBus(cfg config, st store.Store, log *slog.Logger) (bus.Bus, error) {
 	case cfg.busURL != "" && !shared:
 		return nil, errors.New("-bus-url needs -database-url: servers on the embedded store share nothing")
 	case cfg.busURL != "":
-		b, err := natsbus.New(cfg.busURL, natsbus.Subject, log)
+		b, err := natsbus.New(cfg.busURL, cfg.busSubject, log)
 		if err != nil {
 			return nil, fmt.Errorf("connecting to the NATS bus: %w", err)
 		}

@@ -20,3 +20,16 @@ func TestDebugAddrMustBeLoopback(t *testing.T) {
 		}
 	}
 }
+
+// Settings that would break the server at run time are refused at start.
+func TestBadPoolAndSubjectRefused(t *testing.T) {
+	for _, args := range [][]string{{"-db-max-conns", "0"}, {"-bus-subject", ""}} {
+		if _, err := parseFlags(args); err == nil {
+			t.Errorf("%v was accepted", args)
+		}
+	}
+	c, err := parseFlags(nil)
+	if err != nil || c.dbMaxConns != 20 || c.busSubject != "chatd.events" {
+		t.Fatalf("defaults: %+v %v", c, err)
+	}
+}

@@ -39,9 +39,11 @@ func newMetrics(s *Server) *metrics {
 			Name: "chat_store_errors_total", Help: "Store operations that failed, by operation.",
 		}, []string{"op"}),
 		busLag: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "chat_bus_lag_seconds",
-			Help:    "Time from another server publishing an event to this server receiving it.",
-			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1},
+			Name: "chat_bus_lag_seconds",
+			Help: "Time from another server publishing an event to this server receiving it.",
+			// Up to 30 s: a saturated bus falls seconds behind, and that is
+			// what an operator must be able to see.
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 		}),
 		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "chat_logins_total", Help: "Login attempts by outcome.",

@@ -38,6 +38,19 @@ var (
 	_ store.Closer = (*Store)(nil)
 )
 
+// DefaultMaxConns is the connection pool's size unless SetMaxConns changes
+// it: three servers and their bus listeners fit in PostgreSQL's default
+// max_connections of 100 with room to spare.
+const DefaultMaxConns = 20
+
+// SetMaxConns sets how many connections to the database the store may
+// hold at once (n ≥ 1). Operators running many servers on one database
+// size it so that servers × n stays below max_connections.
+func (s *Store) SetMaxConns(n int) {
+	s.db.SetMaxOpenConns(n)
+	s.db.SetMaxIdleConns(max(1, n/2))
+}
+
 // Open connects to the database at dsn (a postgres:// URL or key=value
 // string, as lib/pq takes) and applies the embedded migrations. It fails
 // with a message naming the rows when an existing database cannot be
@@ -47,8 +60,8 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
-	db.SetMaxOpenConns(32)
-	db.SetMaxIdleConns(16)
+	db.SetMaxOpenConns(DefaultMaxConns)
+	db.SetMaxIdleConns(DefaultMaxConns / 2)
 	db.SetConnMaxIdleTime(5 * time.Minute)
 	s := &Store{db: db}
 	if err := s.migrate(ctx); err != nil {
