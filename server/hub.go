@@ -1,7 +1,10 @@
 package server
 
 import (
+	"runtime"
+	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/zishang520/socket.io/parsers/socket/v3/parser"
 	"github.com/zishang520/socket.io/servers/socket/v3"
@@ -119,15 +122,49 @@ func (h *hub) broadcast(m store.Message) {
 		clients = append(clients, c)
 	}
 	h.mu.RUnlock()
-	n := 0
-	for _, c := range clients {
-		if c.deliver(m, e) {
-			n++
-		}
-	}
+	n := deliverAll(clients, m, e)
 	if h.onDeliver != nil {
 		h.onDeliver(n)
 	}
+}
+
+// fanoutChunk is the fewest recipients a broadcast hands to a goroutine
+// of its own. A delivery is mostly one write(2) (several µs on loopback),
+// so a room of thousands takes tens of milliseconds on one core; split
+// over the cores it reaches the last recipient proportionally sooner.
+const fanoutChunk = 512
+
+// deliverAll delivers to every client, in parallel chunks when there are
+// many, and returns how many got it now. It returns once all have been
+// handed the message, so consecutive broadcasts from one goroutine reach
+// each client in order.
+func deliverAll(clients []*client, m store.Message, e encoded) int {
+	workers := min(runtime.GOMAXPROCS(0), len(clients)/fanoutChunk)
+	if workers <= 1 {
+		n := 0
+		for _, c := range clients {
+			if c.deliver(m, e) {
+				n++
+			}
+		}
+		return n
+	}
+	var n atomic.Int64
+	var wg sync.WaitGroup
+	size := (len(clients) + workers - 1) / workers
+	for chunk := range slices.Chunk(clients, size) {
+		wg.Go(func() {
+			k := 0
+			for _, c := range chunk {
+				if c.deliver(m, e) {
+					k++
+				}
+			}
+			n.Add(int64(k))
+		})
+	}
+	wg.Wait()
+	return int(n.Load())
 }
 
 // count returns the number of connected sockets.
