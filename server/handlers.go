@@ -145,10 +145,15 @@ func (s *Server) onConnection(sock *socket.Socket) {
 	sock.Enqueue(func() {
 		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.StoreTimeout)
 		defer cancel()
-		history, err := s.store.RecentMessages(ctx, s.cfg.HistoryLimit)
+		history, err := s.recentMessages(ctx)
 		if err != nil {
+			// The database is down, not just busy. The socket still gets
+			// its first event, empty, and stays: during an outage the
+			// user must be able to hear 'Service temporarily unavailable'
+			// from login and keep messages in the outbox, rather than
+			// watch the page reconnect in a loop.
 			s.met.storeErrors.WithLabelValues("history").Inc()
-			log.Error("loading history", "err", err)
+			log.Error("loading history failed after retries: sending an empty one", "err", err)
 			history = []store.Message{}
 		}
 		sock.Emit("load all messages", wireMsgs(history))
@@ -161,6 +166,25 @@ func (s *Server) onConnection(sock *socket.Socket) {
 			s.resume(ctx, log, ss, sock, token)
 		}
 	})
+}
+
+// recentMessages reads the history a new socket gets, trying again a few
+// times within ctx: a pool that is momentarily exhausted or a connection
+// the database just dropped should not cost a user their history.
+func (s *Server) recentMessages(ctx context.Context) ([]store.Message, error) {
+	delay := 50 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		history, err := s.store.RecentMessages(ctx, s.cfg.HistoryLimit)
+		if err == nil || attempt == 3 {
+			return history, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(delay):
+			delay *= 4
+		}
+	}
 }
 
 // resume logs the socket in with the session token from its handshake, so
