@@ -69,8 +69,9 @@ type Builder struct {
 	// connection. Zero means DefaultMaxQueued; negative, no bound.
 	MaxQueued int
 	// OnSlowPeer, if set, is called once with the session id of a
-	// connection that exceeded MaxQueued, just before it is closed, on the
-	// goroutine that queued the last frame: it must be quick.
+	// connection that exceeded MaxQueued or whose write deadline passed
+	// (see package timeouts), just before it is closed, on the goroutine
+	// that queued the last frame or wrote: it must be quick.
 	OnSlowPeer func(sid string)
 }
 
@@ -374,8 +375,15 @@ func (t *Transport) write() {
 		}
 		t.mu.Unlock()
 		if err != nil {
-			// The peer is gone or stopped reading (write deadline):
-			// closing the connection ends the session.
+			// The peer is gone or stopped reading (the write deadline
+			// passed: a slow peer, reported as one). Closing the
+			// connection ends the session.
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				if f := t.builder.OnSlowPeer; f != nil {
+					f(t.Sid())
+				}
+			}
 			t.conn.Close()
 			return
 		}

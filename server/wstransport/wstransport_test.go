@@ -16,6 +16,7 @@ import (
 	"github.com/zishang520/socket.io/servers/socket/v3"
 	"github.com/zishang520/socket.io/v3/pkg/types"
 
+	"github.com/chatd/chat/server/timeouts"
 	"github.com/chatd/chat/server/wstransport"
 )
 
@@ -250,5 +251,41 @@ func TestFailedWriteDoesNotDeadlockTheCaller(t *testing.T) {
 	case <-disconnected:
 	case <-time.After(10 * time.Second):
 		t.Fatal("the socket of the slow peer was never disconnected")
+	}
+}
+
+// A peer that stops reading is cut off by the connection's write deadline
+// (package timeouts) even when no queue bound applies, and reported as
+// slow.
+func TestPeerPastWriteDeadlineIsReportedSlow(t *testing.T) {
+	slow := make(chan string, 1)
+	start := make(chan struct{})
+	frame := wstransport.MessageFrame([]byte(`2["big","` + strings.Repeat("w", 16<<10) + `"]`))
+	b := &wstransport.Builder{MaxQueued: -1, OnSlowPeer: func(sid string) { slow <- sid }}
+	opts := socket.DefaultServerOptions()
+	opts.SetPath("/socket.io")
+	opts.SetTransports(types.NewSet[transports.TransportCtor](&transports.PollingBuilder{}, b))
+	io := socket.NewServer(nil, opts)
+	io.On("connection", func(args ...any) {
+		tr := args[0].(*socket.Socket).Conn().Transport().(*wstransport.Transport)
+		go func() {
+			<-start
+			// Bounded: 64 MiB in all, stops at the first refusal.
+			for range 4096 {
+				if !tr.WriteFrame(frame) {
+					return
+				}
+			}
+		}()
+	})
+	srv := httptest.NewServer(timeouts.Wrap(io.ServeHandler(opts), 0, 300*time.Millisecond))
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { io.Close(nil) })
+	dial(t, "ws"+strings.TrimPrefix(srv.URL, "http")+"/socket.io/?EIO=4&transport=websocket")
+	close(start) // and never read again
+	select {
+	case <-slow:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a peer that reads nothing was not reported slow within 10 s")
 	}
 }
