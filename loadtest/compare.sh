@@ -50,51 +50,28 @@ server_log=""
 dbn=0
 failed=0
 
-log() { printf '%s compare: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+LT_NAME=compare
+# shellcheck source=lib.sh
+. "$here/lib.sh"
 
 stop_server() {
   if [ -n "$server_pid" ]; then
-    if kill -0 "$server_pid" 2>/dev/null; then
-      kill "$server_pid" 2>/dev/null
-      for _ in $(seq 1 50); do # at most 10 s, then SIGKILL
-        kill -0 "$server_pid" 2>/dev/null || break
-        sleep 0.2
-      done
-      kill -9 "$server_pid" 2>/dev/null
-    fi
-    wait "$server_pid" 2>/dev/null
+    stop_pid "$server_pid"
     server_pid=""
   fi
   if [ -n "$server_db" ]; then
-    psql "$PGURL_BASE/postgres" -qc "DROP DATABASE IF EXISTS $server_db WITH (FORCE)" >/dev/null 2>&1 ||
-      log "could not drop database $server_db"
+    drop_db "$server_db"
     server_db=""
   fi
 }
 
 cleanup() {
   stop_server
-  if [ "${KEEP_LOGS:-}" = 1 ] || [ "$failed" != 0 ]; then
-    keep="/tmp/lt-compare-logs.$$"
-    mkdir -p "$keep" && cp "$tmp"/*.log "$tmp"/results.jsonl "$keep"/ 2>/dev/null
-    log "logs kept in $keep"
-  fi
+  keep_logs
   rm -rf "$tmp"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-die() { log "$*"; failed=1; exit 1; }
-
-free_port() {
-  for p in $(seq 3500 3599); do
-    if [ -z "$(ss -Htln "sport = :$p" 2>/dev/null)" ]; then
-      echo "$p"
-      return 0
-    fi
-  done
-  return 1
-}
 
 # start_server go|node: a fresh database and a fresh process; sets
 # server_pid, server_port, server_db, server_log.
@@ -102,10 +79,9 @@ start_server() {
   local kind="$1"
   dbn=$((dbn + 1))
   server_db="lt_${kind}_$$_$dbn"
-  server_port="$(free_port)" || die "no free port in 3500-3599"
+  server_port="$(free_port 3500 3599)" || die "no free port in 3500-3599"
   server_log="$tmp/server-$kind-$dbn.log"
-  psql "$PGURL_BASE/postgres" -v ON_ERROR_STOP=1 -qc "CREATE DATABASE $server_db" >/dev/null ||
-    { server_db=""; die "could not create a database (is PostgreSQL on 127.0.0.1:5432 with trust auth?)"; }
+  create_db "$server_db"
   local ready_path
   if [ "$kind" = go ]; then
     env -u SQLITE_PATH ADDR=127.0.0.1 PORT="$server_port" \
@@ -120,16 +96,9 @@ start_server() {
     server_pid=$!
     ready_path=/socket.io/socket.io.js
   fi
-  for _ in $(seq 1 300); do # at most 60 s
-    kill -0 "$server_pid" 2>/dev/null || { tail -20 "$server_log" >&2; die "$kind server exited before it was ready"; }
-    if curl -fs -o /dev/null --max-time 2 "http://127.0.0.1:$server_port$ready_path"; then
-      # The reference reads its tables asynchronously after listening.
-      sleep 0.5
-      return 0
-    fi
-    sleep 0.2
-  done
-  die "$kind server not ready after 60 s"
+  wait_ready "$server_pid" "http://127.0.0.1:$server_port$ready_path" 60 "$kind server" "$server_log"
+  # The reference reads its tables asynchronously after listening.
+  sleep 0.5
 }
 
 # loadgen <kind> <scenario> <label> args...: one generator run against the

@@ -65,26 +65,22 @@ dbn=0
 failed=0
 watchdog=""
 
-log() { printf '%s scale: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+LT_NAME=scale
+# shellcheck source=lib.sh
+. "$here/lib.sh"
 
 stop_cluster() {
   local pid
   for pid in "${srv_pids[@]}"; do
-    kill "$pid" 2>/dev/null
+    kill "$pid" 2>/dev/null # all at once: they drain in parallel
   done
   for pid in "${srv_pids[@]}"; do
-    for _ in $(seq 1 50); do # at most 10 s each, then SIGKILL
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.2
-    done
-    kill -9 "$pid" 2>/dev/null
-    wait "$pid" 2>/dev/null
+    stop_pid "$pid"
   done
   srv_pids=()
   srv_ports=()
   if [ -n "$db" ]; then
-    psql "$PGURL_BASE/postgres" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 ||
-      log "could not drop database $db"
+    drop_db "$db"
     db=""
   fi
 }
@@ -99,17 +95,11 @@ cleanup() {
     kill "$watchdog" 2>/dev/null
     wait "$watchdog" 2>/dev/null
   fi
-  if [ "${KEEP_LOGS:-}" = 1 ] || [ "$failed" != 0 ]; then
-    keep="/tmp/lt-scale-logs.$$"
-    mkdir -p "$keep" && cp "$tmp"/*.log "$tmp"/results.jsonl "$keep"/ 2>/dev/null
-    log "logs kept in $keep"
-  fi
+  keep_logs
   rm -rf "$tmp"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-die() { log "$*"; failed=1; exit 1; }
 
 # The watchdog: whatever happens, the script ends after MAX_TOTAL seconds
 # (SIGTERM to this shell, whose trap stops the servers).
@@ -126,29 +116,18 @@ case "$NATS_URL" in
   *) die "NATS_URL must be on loopback (nats://127.0.0.1:<port>)" ;;
 esac
 
-free_port() {
-  local p
-  for p in $(seq 3700 3799); do
-    if [ -z "$(ss -Htln "sport = :$p" 2>/dev/null)" ]; then
-      echo "$p"
-      return 0
-    fi
-  done
-  return 1
-}
-
 # start_cluster <bus> <n>: a fresh database and n servers on it, started
 # one after the other; sets srv_pids, srv_ports, db.
 start_cluster() {
   local bus="$1" n="$2" i port pid slog
   dbn=$((dbn + 1))
   db="lt_scale_$$_$dbn"
-  psql "$PGURL_BASE/postgres" -v ON_ERROR_STOP=1 -qc "CREATE DATABASE $db" >/dev/null ||
-    { db=""; die "could not create a database (is PostgreSQL on 127.0.0.1:5432 with trust auth?)"; }
+  create_db "$db"
   local busenv=(-u BUS_URL)
-  [ "$bus" = nats ] && busenv=(BUS_URL="$NATS_URL")
+  # A subject of this run's own: other chatds on the same NATS stay out.
+  [ "$bus" = nats ] && busenv=(BUS_URL="$NATS_URL" BUS_SUBJECT="chatd.lt-scale.$$")
   for i in $(seq 1 "$n"); do
-    port="$(free_port)" || die "no free port in 3700-3799"
+    port="$(free_port 3700 3799)" || die "no free port in 3700-3799"
     slog="$tmp/server-$dbn-$bus-$i.log"
     env -u SQLITE_PATH "${busenv[@]}" ADDR=127.0.0.1 PORT="$port" \
       DATABASE_URL="$PGURL_BASE/$db?sslmode=disable" \
@@ -157,16 +136,7 @@ start_cluster() {
     pid=$!
     srv_pids+=("$pid")
     srv_ports+=("$port")
-    local up=0
-    for _ in $(seq 1 150); do # at most 30 s
-      kill -0 "$pid" 2>/dev/null || { tail -20 "$slog" >&2; die "server $i ($bus) exited before it was ready"; }
-      if curl -fs -o /dev/null --max-time 2 "http://127.0.0.1:$port/healthz"; then
-        up=1
-        break
-      fi
-      sleep 0.2
-    done
-    [ "$up" = 1 ] || die "server $i ($bus) not ready after 30 s"
+    wait_ready "$pid" "http://127.0.0.1:$port/healthz" 30 "server $i ($bus)" "$slog"
   done
   if [ "$n" -gt 1 ]; then
     sleep 1 # let every bus subscription settle
@@ -303,7 +273,7 @@ done
 log "all runs done in $((SECONDS - start_s)) s"
 
 # ---- report ----
-notes="Processes: each server is its own process with the default GOMAXPROCS (2); the generator is one more process. The PostgreSQL bus is per database (NOTIFY channel \`chatd_events\` of the run's fresh database); the NATS bus is the subject \`chatd.events\` on the local NATS server, shared by every chatd on this machine using it."
+notes="Processes: each server is its own process with the default GOMAXPROCS (2); the generator is one more process. The PostgreSQL bus is per database (NOTIFY channel \`chatd_events\` of the run's fresh database); the NATS bus is a subject of the script's own (\`chatd.lt-scale.<pid>\`) on the local NATS server."
 if [ "$others" -gt 0 ]; then
   notes+=" $others other chatd process(es) were running when this started: on NATS their events would show as extra bus events."
 fi

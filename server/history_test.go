@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"github.com/chatd/chat/internal/sioclient"
 	"github.com/chatd/chat/server"
 	"github.com/chatd/chat/store"
+	"github.com/chatd/chat/store/sqlite"
 )
 
 // flakyHistory fails RecentMessages while failures is above zero.
@@ -32,8 +34,12 @@ func (f *flakyHistory) RecentMessages(ctx context.Context, limit int) ([]store.M
 // empty chat; only a lasting failure (the database is down) gives the
 // empty history, and the socket stays usable.
 func TestHistoryReadFailure(t *testing.T) {
-	base := startServer(t, server.Config{}, nil)
-	flaky := &flakyHistory{Store: base.store}
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "chat.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	flaky := &flakyHistory{Store: st}
 	e := startServer(t, server.Config{}, flaky)
 	writer := e.connect(t, "writer", "websocket")
 	wantAck(t, "register", writer.call("register", creds("keeper", "pw")), success)

@@ -141,30 +141,27 @@ const fanoutChunk = 512
 func deliverAll(clients []*client, m store.Message, e encoded) int {
 	workers := min(runtime.GOMAXPROCS(0), len(clients)/fanoutChunk)
 	if workers <= 1 {
-		n := 0
-		for _, c := range clients {
-			if c.deliver(m, e) {
-				n++
-			}
-		}
-		return n
+		return deliverEach(clients, m, e)
 	}
 	var n atomic.Int64
 	var wg sync.WaitGroup
-	size := (len(clients) + workers - 1) / workers
-	for chunk := range slices.Chunk(clients, size) {
-		wg.Go(func() {
-			k := 0
-			for _, c := range chunk {
-				if c.deliver(m, e) {
-					k++
-				}
-			}
-			n.Add(int64(k))
-		})
+	for chunk := range slices.Chunk(clients, (len(clients)+workers-1)/workers) {
+		wg.Go(func() { n.Add(int64(deliverEach(chunk, m, e))) })
 	}
 	wg.Wait()
 	return int(n.Load())
+}
+
+// deliverEach delivers to clients one after the other and returns how many
+// got it now.
+func deliverEach(clients []*client, m store.Message, e encoded) int {
+	n := 0
+	for _, c := range clients {
+		if c.deliver(m, e) {
+			n++
+		}
+	}
+	return n
 }
 
 // count returns the number of connected sockets.

@@ -18,6 +18,7 @@ import (
 
 	"github.com/chatd/chat/bus"
 	"github.com/chatd/chat/server"
+	"github.com/chatd/chat/store"
 	"github.com/chatd/chat/store/sqlite"
 )
 
@@ -134,7 +135,14 @@ func startServer(t *testing.T) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	srv, err := server.New(server.Config{BcryptCost: 4}, st, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	return serve(t, server.Config{BcryptCost: 4}, st)
+}
+
+// serve runs a chat server with cfg on st on a loopback port until the
+// test ends, and returns its URL.
+func serve(t *testing.T, cfg server.Config, st store.Store) string {
+	t.Helper()
+	srv, err := server.New(cfg, st, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -428,22 +436,8 @@ func TestRunAgainstCluster(t *testing.T) {
 	mb := &memBus{}
 	t.Cleanup(mb.close)
 	var urls []string
-	for i := 0; i < 3; i++ {
-		srv, err := server.New(server.Config{BcryptCost: 4, Bus: memBusConn{mb}}, st, slog.New(slog.NewTextHandler(io.Discard, nil)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		hs := &http.Server{Handler: srv.Handler()}
-		go hs.Serve(ln)
-		t.Cleanup(func() {
-			srv.Close()
-			hs.Close()
-		})
-		urls = append(urls, "http://"+ln.Addr().String())
+	for range 3 {
+		urls = append(urls, serve(t, server.Config{BcryptCost: 4, Bus: memBusConn{mb}}, st))
 	}
 	res, err := Run(context.Background(), Config{
 		URL: strings.Join(urls, ","), Clients: 31, Senders: 4, Rate: 40, Messages: 40, Duration: 5 * time.Second,

@@ -38,13 +38,12 @@ import (
 //     what was queued for it. A peer that reads slowly but keeps reading
 //     is never cut off.
 //
-// A zero duration disables that deadline.
+// A zero duration disables that deadline. Either way, a hijacked
+// connection's ResponseWriter is released (see hijackWriter.Hijack).
 func Wrap(next http.Handler, body, write time.Duration) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if isUpgrade(r) {
-			if write > 0 {
-				w = &hijackWriter{ResponseWriter: w, write: write}
-			}
+			w = &hijackWriter{ResponseWriter: w, write: write}
 		} else if body > 0 && r.ContentLength != 0 {
 			// An error here means the connection cannot take deadlines
 			// (HTTP/2 streams do their own flow control); serve anyway.
@@ -58,8 +57,9 @@ func isUpgrade(r *http.Request) bool {
 	return strings.EqualFold(r.Header.Get("Upgrade"), "websocket")
 }
 
-// hijackWriter hands out a deadlineConn when the WebSocket library hijacks
-// the connection (gorilla/websocket finds Hijack through
+// hijackWriter hands out a deadlineConn (when there is a write deadline)
+// when the WebSocket library hijacks the connection, and lets go of
+// net/http's response (gorilla/websocket finds Hijack through
 // http.NewResponseController, which looks at this type first).
 type hijackWriter struct {
 	http.ResponseWriter
@@ -71,16 +71,21 @@ func (h *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	dc := &deadlineConn{Conn: c, write: h.write}
-	// The buffered writer must write through the deadline too.
-	brw.Writer.Reset(dc)
+	if h.write > 0 {
+		dc := &deadlineConn{Conn: c, write: h.write}
+		// The buffered writer must write through the deadline too.
+		brw.Writer.Reset(dc)
+		c = dc
+	}
 	// The Engine.IO library keeps the handshake's ResponseWriter for the
 	// life of the connection; through it net/http's connection state
 	// and its 4 KiB read and write buffers stayed reachable, about 8 KiB
 	// per idle WebSocket. After a hijack it is dead anyway.
 	h.ResponseWriter = hijacked{}
-	return dc, brw, nil
+	return c, brw, nil
 }
+
+func (h *hijackWriter) Unwrap() http.ResponseWriter { return h.ResponseWriter }
 
 // hijacked stands in for a ResponseWriter whose connection was hijacked:
 // every use fails as net/http's own would.
@@ -90,8 +95,6 @@ func (hijacked) Header() http.Header                          { return http.Head
 func (hijacked) Write([]byte) (int, error)                    { return 0, http.ErrHijacked }
 func (hijacked) WriteHeader(int)                              {}
 func (hijacked) Hijack() (net.Conn, *bufio.ReadWriter, error) { return nil, nil, http.ErrHijacked }
-
-func (h *hijackWriter) Unwrap() http.ResponseWriter { return h.ResponseWriter }
 
 // deadlineConn sets a write deadline for the span of each write. Each write
 // to a socket whose peer reads is quick, so the deadline only fires on a

@@ -99,39 +99,47 @@ func TestBodyInTime(t *testing.T) {
 	}
 }
 
+// wsPair serves one WebSocket behind Wrap with the given write timeout:
+// serve runs on the server's side and its result arrives on the channel;
+// the client's side is returned.
+func wsPair(t *testing.T, write time.Duration, serve func(*websocket.Conn) error) (*websocket.Conn, <-chan error) {
+	t.Helper()
+	result := make(chan error, 1)
+	up := websocket.Upgrader{}
+	srv := httptest.NewServer(timeouts.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ws, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			result <- err
+			return
+		}
+		defer ws.Close()
+		result <- serve(ws)
+	}), 0, write))
+	t.Cleanup(srv.Close)
+	c, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c, result
+}
+
 // A WebSocket peer that never reads makes the server's writes fail once
 // the kernel buffers are full and the write timeout has passed, so the
 // server can drop it and what it queued for it. gorilla/websocket sets a
 // zero write deadline before every frame; this checks that it does not
 // undo ours.
 func TestWebSocketPeerThatNeverReads(t *testing.T) {
-	writeErr := make(chan error, 1)
-	up := websocket.Upgrader{}
-	h := timeouts.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ws, err := up.Upgrade(w, r, nil)
-		if err != nil {
-			writeErr <- err
-			return
-		}
-		defer ws.Close()
+	_, writeErr := wsPair(t, 300*time.Millisecond, func(ws *websocket.Conn) error {
 		frame := []byte(strings.Repeat("x", 64<<10))
 		// Bounded: 64 MiB is far more than loopback buffers hold.
 		for range 1024 {
 			if err := ws.WriteMessage(websocket.TextMessage, frame); err != nil {
-				writeErr <- err
-				return
+				return err
 			}
 		}
-		writeErr <- errors.New("wrote 64 MiB to a peer that reads nothing")
-	}), 0, 300*time.Millisecond)
-	srv := httptest.NewServer(h)
-	defer srv.Close()
-
-	c, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+		return errors.New("wrote 64 MiB to a peer that reads nothing")
+	})
 	select {
 	case err := <-writeErr:
 		var ne net.Error
@@ -146,31 +154,15 @@ func TestWebSocketPeerThatNeverReads(t *testing.T) {
 // A WebSocket peer that reads keeps its connection however long it lasts:
 // the deadline is per write, not per connection.
 func TestWebSocketPeerThatReadsIsKept(t *testing.T) {
-	done := make(chan error, 1)
-	up := websocket.Upgrader{}
-	h := timeouts.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ws, err := up.Upgrade(w, r, nil)
-		if err != nil {
-			done <- err
-			return
-		}
-		defer ws.Close()
+	c, done := wsPair(t, 200*time.Millisecond, func(ws *websocket.Conn) error {
 		for i := range 8 {
 			time.Sleep(100 * time.Millisecond) // 800 ms in all, past the 200 ms deadline
 			if err := ws.WriteMessage(websocket.TextMessage, fmt.Appendf(nil, "m%d", i)); err != nil {
-				done <- err
-				return
+				return err
 			}
 		}
-		done <- nil
-	}), 0, 200*time.Millisecond)
-	srv := httptest.NewServer(h)
-	defer srv.Close()
-	c, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+		return nil
+	})
 	for i := range 8 {
 		c.SetReadDeadline(time.Now().Add(5 * time.Second))
 		_, m, err := c.ReadMessage()
@@ -244,6 +236,13 @@ func TestDeadlineEndsWithItsWrite(t *testing.T) {
 // of the connection, and through it net/http's buffers (about 8 KiB) stayed
 // reachable for every idle WebSocket.
 func TestHijackReleasesResponse(t *testing.T) {
+	// With a write deadline and without one (WRITE_TIMEOUT off).
+	for _, write := range []time.Duration{time.Second, 0} {
+		t.Run(write.String(), func(t *testing.T) { testHijackReleasesResponse(t, write) })
+	}
+}
+
+func testHijackReleasesResponse(t *testing.T, write time.Duration) {
 	var kept http.ResponseWriter // what the library holds on to
 	var released weak.Pointer[byte]
 	done := make(chan error, 1)
@@ -259,7 +258,7 @@ func TestHijackReleasesResponse(t *testing.T) {
 		c.Close()
 		kept = w
 		done <- nil
-	}), 0, time.Second)
+	}), 0, write)
 	srv := httptest.NewServer(h)
 	defer srv.Close()
 	c, err := net.Dial("tcp", srv.Listener.Addr().String())

@@ -146,7 +146,8 @@ func (t *Transport) Construct(ctx *types.HttpContext) {
 func (t *Transport) Name() string          { return transports.WEBSOCKET }
 func (t *Transport) HandlesUpgrades() bool { return true }
 
-// read hands every data frame to the engine until the connection ends.
+// read hands every data frame to the engine until the connection ends,
+// then closes the session.
 //
 // The first frames (the Socket.IO CONNECT above all) run the library's
 // whole connect chain, and the application's connection handler, on this
@@ -154,25 +155,28 @@ func (t *Transport) HandlesUpgrades() bool { return true }
 // as the connection sits idle, which is most of its life. So after them
 // the loop moves to a fresh goroutine, whose stack only has to hold the
 // wait for the next frame.
-func (t *Transport) read() { t.readFrames(freshStackAfter) }
+func (t *Transport) read() {
+	for range freshStackAfter {
+		if !t.readFrame() {
+			t.conn.Emit("close")
+			return
+		}
+	}
+	go func() {
+		for t.readFrame() {
+		}
+		t.conn.Emit("close")
+	}()
+}
 
 // freshStackAfter is how many data frames read handles before moving to a
 // new goroutine: the Engine.IO upgrade probe and the Socket.IO CONNECT.
 const freshStackAfter = 2
 
-func (t *Transport) readFrames(hop int) {
-	closeOnReturn := true
-	defer func() {
-		if closeOnReturn {
-			t.conn.Emit("close") // every way out closes the session
-		}
-	}()
+// readFrame hands the next data frame to the engine; false when the
+// connection has ended.
+func (t *Transport) readFrame() bool {
 	for {
-		if hop == 0 {
-			closeOnReturn = false
-			go t.readFrames(-1)
-			return
-		}
 		if t.idleTimeout > 0 {
 			_ = t.conn.SetReadDeadline(time.Now().Add(t.idleTimeout))
 		}
@@ -181,7 +185,7 @@ func (t *Transport) readFrames(hop int) {
 			if !ws.IsUnexpectedCloseError(err) && !errors.Is(err, net.ErrClosed) && !isCloseError(err) {
 				t.conn.Emit("error", err)
 			}
-			return
+			return false
 		}
 		var buf types.BufferInterface
 		switch mt {
@@ -194,12 +198,10 @@ func (t *Transport) readFrames(hop int) {
 		}
 		if _, err := buf.ReadFrom(r); err != nil {
 			t.conn.Emit("error", err)
-			return
+			return false
 		}
 		t.OnData(buf)
-		if hop > 0 {
-			hop--
-		}
+		return true
 	}
 }
 
@@ -276,9 +278,7 @@ func (t *Transport) enqueue(frame, payload []byte, binaryFrame bool) bool {
 		t.done = true
 		t.queue = nil
 		t.mu.Unlock()
-		if f := t.builder.OnSlowPeer; f != nil {
-			f(t.Sid())
-		}
+		t.reportSlow()
 		t.fail("websocket queue limit", ErrSlowPeer, true)
 		return false
 	}
@@ -313,15 +313,21 @@ func (t *Transport) tryWrite(b []byte) (int, error) {
 		}
 		return 0, err
 	}
-	switch {
-	case werr == syscall.EAGAIN:
-		return 0, nil
-	case werr != nil:
-		return 0, werr
-	case n < 0:
+	switch werr {
+	case nil:
+		return n, nil
+	case syscall.EAGAIN:
 		return 0, nil
 	}
-	return n, nil
+	return 0, werr
+}
+
+// reportSlow tells the application (Builder.OnSlowPeer) that this peer is
+// being dropped for not keeping up.
+func (t *Transport) reportSlow() {
+	if f := t.builder.OnSlowPeer; f != nil {
+		f(t.Sid())
+	}
 }
 
 // fail reports err to the engine and, if close is set, closes the
@@ -380,9 +386,7 @@ func (t *Transport) write() {
 			// connection ends the session.
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
-				if f := t.builder.OnSlowPeer; f != nil {
-					f(t.Sid())
-				}
+				t.reportSlow()
 			}
 			t.conn.Close()
 			return
@@ -425,29 +429,29 @@ func (t *Transport) OnClose() {
 // payload as a text frame, or a binary one if binary is set (RFC 6455
 // section 5.2; servers do not mask).
 func AppendFrame(b, payload []byte, binaryFrame bool) []byte {
+	return append(appendHeader(b, len(payload), binaryFrame), payload...)
+}
+
+// appendHeader appends the header of such a frame with n payload bytes.
+func appendHeader(b []byte, n int, binaryFrame bool) []byte {
 	op := byte(0x1)
 	if binaryFrame {
 		op = 0x2
 	}
 	b = append(b, 0x80|op)
-	switch n := len(payload); {
+	switch {
 	case n < 126:
-		b = append(b, byte(n))
+		return append(b, byte(n))
 	case n <= 0xFFFF:
-		b = append(b, 126)
-		b = binary.BigEndian.AppendUint16(b, uint16(n))
-	default:
-		b = append(b, 127)
-		b = binary.BigEndian.AppendUint64(b, uint64(n))
+		return binary.BigEndian.AppendUint16(append(b, 126), uint16(n))
 	}
-	return append(b, payload...)
+	return binary.BigEndian.AppendUint64(append(b, 127), uint64(n))
 }
 
 // MessageFrame builds the frame of an Engine.IO MESSAGE packet whose data
 // is the text sio (an encoded Socket.IO packet): "4" then the data, in
 // both protocol versions 3 and 4.
 func MessageFrame(sio []byte) []byte {
-	payload := make([]byte, 0, len(sio)+1)
-	payload = append(append(payload, '4'), sio...)
-	return AppendFrame(make([]byte, 0, len(payload)+10), payload, false)
+	frame := appendHeader(make([]byte, 0, len(sio)+11), len(sio)+1, false)
+	return append(append(frame, '4'), sio...)
 }

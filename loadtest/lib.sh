@@ -1,0 +1,67 @@
+# Shared by compare.sh and scale.sh (sourced, not run): the pieces both
+# benchmark scripts need to start servers on throwaway PostgreSQL databases
+# on loopback and to stop them again. The sourcing script sets LT_NAME (its
+# log prefix), PGURL_BASE, tmp and failed before using them.
+
+log() { printf '%s %s: %s\n' "$(date +%H:%M:%S)" "$LT_NAME" "$*" >&2; }
+
+die() { log "$*"; failed=1; exit 1; }
+
+# free_port <lo> <hi>: prints the first port in lo..hi nobody listens on.
+free_port() {
+  local p
+  for p in $(seq "$1" "$2"); do
+    if [ -z "$(ss -Htln "sport = :$p" 2>/dev/null)" ]; then
+      echo "$p"
+      return 0
+    fi
+  done
+  return 1
+}
+
+# create_db <name>: a fresh database, or the script dies.
+create_db() {
+  psql "$PGURL_BASE/postgres" -v ON_ERROR_STOP=1 -qc "CREATE DATABASE $1" >/dev/null ||
+    die "could not create a database (is PostgreSQL on 127.0.0.1:5432 with trust auth?)"
+}
+
+# drop_db <name>: drops it, even with servers still connected.
+drop_db() {
+  psql "$PGURL_BASE/postgres" -qc "DROP DATABASE IF EXISTS $1 WITH (FORCE)" >/dev/null 2>&1 ||
+    log "could not drop database $1"
+}
+
+# stop_pid <pid>: SIGTERM, at most 10 s for it to exit, then SIGKILL.
+stop_pid() {
+  if kill -0 "$1" 2>/dev/null; then
+    kill "$1" 2>/dev/null
+    for _ in $(seq 1 50); do
+      kill -0 "$1" 2>/dev/null || break
+      sleep 0.2
+    done
+    kill -9 "$1" 2>/dev/null
+  fi
+  wait "$1" 2>/dev/null
+}
+
+# wait_ready <pid> <url> <seconds> <what> <log>: until url answers 2xx; dies
+# (with the end of log) if the process exits first or time runs out.
+wait_ready() {
+  local pid="$1" url="$2" secs="$3" what="$4" plog="$5"
+  for _ in $(seq 1 $((secs * 5))); do
+    kill -0 "$pid" 2>/dev/null || { tail -20 "$plog" >&2; die "$what exited before it was ready"; }
+    curl -fs -o /dev/null --max-time 2 "$url" && return 0
+    sleep 0.2
+  done
+  die "$what not ready after $secs s"
+}
+
+# keep_logs: copies the run's logs and results to /tmp/lt-<name>-logs.<pid>
+# when asked (KEEP_LOGS=1) or when something failed.
+keep_logs() {
+  if [ "${KEEP_LOGS:-}" = 1 ] || [ "$failed" != 0 ]; then
+    local keep="/tmp/lt-$LT_NAME-logs.$$"
+    mkdir -p "$keep" && cp "$tmp"/*.log "$tmp"/results.jsonl "$keep"/ 2>/dev/null
+    log "logs kept in $keep"
+  fi
+}
