@@ -74,15 +74,15 @@ func (g *connectGate) onData(id string, st *gateState, args []any) {
 			s = d.String()
 		}
 	}
-	if strings.HasPrefix(s, "0") && (len(s) == 1 || s[1] != '/') {
-		g.mu.Lock()
-		st.requested = true
-		g.mu.Unlock()
-		return
-	}
+	connect := strings.HasPrefix(s, "0") && (len(s) == 1 || s[1] != '/')
 	g.mu.Lock()
 	wait := st.requested
+	st.requested = st.requested || connect
 	g.mu.Unlock()
+	// The first CONNECT passes; anything after it, a second CONNECT included,
+	// waits for the socket to be recorded. A second CONNECT let through early
+	// finds no socket and starts another connect instead of closing the
+	// connection, as Node does (the hostile suite's "second CONNECT to /").
 	if !wait {
 		return
 	}
