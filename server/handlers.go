@@ -84,25 +84,28 @@ func (s *Server) onConnection(sock *socket.Socket) {
 	ss := &session{}
 	c := &client{
 		send: func(ev string, args ...any) { sock.Emit(ev, args...) },
+		// A socket that has been on our WebSocket transport from the
+		// start gets broadcast frames as they are: no per-recipient
+		// encoding, no engine emitters. An upgraded one goes through the
+		// engine, which may still hold packets from before the upgrade
+		// that must go first.
+		sendFrames: func(frames []byte) bool {
+			conn := sock.Conn()
+			if conn.Upgraded() || !sock.Connected() {
+				return false
+			}
+			t, ok := conn.Transport().(*wstransport.Transport)
+			if ok {
+				t.WriteFrame(frames)
+			}
+			return ok
+		},
 		// Written straight to the engine, past socket.Emit: the packet
 		// was encoded once for all recipients (hub.encode).
 		sendEncoded: func(e encoded) {
-			if !sock.Connected() {
-				return
+			if sock.Connected() {
+				sock.Client().WriteToEngine(e.packets, &socket.WriteOptions{})
 			}
-			// A socket that has been on our WebSocket transport from the
-			// start gets the frame as it is: no per-recipient encoding,
-			// no engine emitters. An upgraded one goes through the engine,
-			// which may still hold packets from before the upgrade that
-			// must go first.
-			conn := sock.Conn()
-			if e.frame != nil && !conn.Upgraded() {
-				if t, ok := conn.Transport().(*wstransport.Transport); ok {
-					t.WriteFrame(e.frame)
-					return
-				}
-			}
-			sock.Client().WriteToEngine(e.packets, &socket.WriteOptions{})
 		},
 		close: func(reason string) {
 			log.Info("disconnecting socket", "reason", reason)
@@ -400,7 +403,9 @@ func (s *Server) onSend(log *slog.Logger, ss *session, sock *socket.Socket, args
 		s.met.stored.Inc()
 	}
 	if s.relay.markSeen(m.ID) {
-		s.hub.broadcast(m)
+		// The ack waits for the delivery, so the sender has its own
+		// `new message` before the answer, as with Node.
+		<-s.hub.broadcast(m)
 		if err := s.cfg.Bus.Publish(ctx, bus.Event{Kind: bus.KindMessage, ID: m.ID, Origin: s.id, Sent: time.Now().UnixNano()}); err != nil {
 			// Other servers' users get it on the bus's next resync.
 			log.Error("announcing message", "id", m.ID, "err", err)

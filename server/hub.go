@@ -37,6 +37,19 @@ type hub struct {
 	mu sync.RWMutex
 	// clients is guarded by mu.
 	clients map[*client]struct{}
+
+	qmu sync.Mutex
+	// Guarded by qmu: broadcasts not yet taken by the flusher, oldest
+	// first, and whether a flusher goroutine is running.
+	queue    []queued
+	flushing bool
+}
+
+// queued is one broadcast waiting for the flusher.
+type queued struct {
+	m    store.Message
+	e    encoded
+	done chan struct{} // closed once every client has been handed m
 }
 
 // client is one connected socket as the hub sees it.
@@ -46,7 +59,12 @@ type client struct {
 	// send, it only queues it on the connection: it does not block on the
 	// network.
 	sendEncoded func(e encoded)
-	close       func(reason string)
+	// sendFrames, if set, writes ready WebSocket frames (the frames of
+	// several messages back to back) straight to the socket's connection,
+	// and reports false when it cannot (the socket is not on our
+	// transport from the start), in which case sendEncoded is used.
+	sendFrames func(frames []byte) bool
+	close      func(reason string)
 
 	mu sync.Mutex
 	// Fields below are guarded by mu.
@@ -94,38 +112,130 @@ func (c *client) goLive(inHistory map[int64]bool) {
 	c.pending = nil
 }
 
-// deliver sends m (encoded as packets) to c, or holds it while c's history
-// is on its way, and reports whether it sent it now.
-func (c *client) deliver(m store.Message, e encoded) bool {
+// deliver sends b's messages to c, or holds them while c's history is on
+// its way, and reports how many it sent now.
+func (c *client) deliver(b *batch) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch {
 	case c.gone:
 	case c.live:
-		c.sendEncoded(e)
-		return true
-	case len(c.pending) >= maxPending:
+		if b.frame != nil && c.sendFrames != nil && c.sendFrames(b.frame) {
+			return len(b.items)
+		}
+		for _, o := range b.items {
+			c.sendEncoded(o.e)
+		}
+		return len(b.items)
+	case len(c.pending)+len(b.items) > maxPending:
 		c.gone = true
 		go c.close("too many messages while loading history")
 	default:
-		c.pending = append(c.pending, m)
+		for _, o := range b.items {
+			c.pending = append(c.pending, o.m)
+		}
 	}
-	return false
+	return 0
 }
 
-// broadcast delivers m to every connected socket, logged in or not.
-func (h *hub) broadcast(m store.Message) {
-	e := h.encode(wireMsg(m))
-	h.mu.RLock()
-	clients := make([]*client, 0, len(h.clients))
-	for c := range h.clients {
-		clients = append(clients, c)
+// broadcast delivers m to every connected socket, logged in or not. It
+// queues m and returns at once; the returned channel is closed once every
+// socket has been handed m (the sender's acknowledgement waits for it, so
+// a sender sees its message before the ack).
+//
+// Why a queue and one flusher instead of writing on the caller's
+// goroutine: a delivery is mostly one write(2), and messages that arrive
+// while a pass over the sockets is under way go out together in the next
+// pass, as one write per socket carrying all of them. The busier the
+// room, the more each system call carries, so the cost per delivery
+// falls as the load rises instead of saturating the cores; when it is
+// quiet a pass carries one message and starts at once. One flusher also
+// means every socket sees the messages in the same order.
+func (h *hub) broadcast(m store.Message) <-chan struct{} {
+	o := queued{m: m, e: h.encode(wireMsg(m)), done: make(chan struct{})}
+	h.qmu.Lock()
+	h.queue = append(h.queue, o)
+	start := !h.flushing
+	h.flushing = true
+	h.qmu.Unlock()
+	if start {
+		go h.flush()
 	}
-	h.mu.RUnlock()
-	n := deliverAll(clients, m, e)
-	if h.onDeliver != nil {
-		h.onDeliver(n)
+	return o.done
+}
+
+// maxBatch and maxBatchBytes bound what one pass carries, so that one
+// write per socket stays well inside a socket's queue bound
+// (wstransport.DefaultMaxQueued) and a pass does not hold back the first
+// messages of a long burst.
+const (
+	maxBatch      = 256
+	maxBatchBytes = 64 << 10
+)
+
+// flush delivers the queue in passes until it is empty, then ends; the
+// next broadcast starts another.
+func (h *hub) flush() {
+	for {
+		h.qmu.Lock()
+		n, size := 0, 0
+		for n < len(h.queue) && n < maxBatch && (n == 0 || size+len(h.queue[n].e.frame) <= maxBatchBytes) {
+			size += len(h.queue[n].e.frame)
+			n++
+		}
+		if n == 0 {
+			h.flushing = false
+			h.queue = nil
+			h.qmu.Unlock()
+			return
+		}
+		batch := h.queue[:n:n]
+		h.queue = h.queue[n:]
+		h.qmu.Unlock()
+
+		h.mu.RLock()
+		clients := make([]*client, 0, len(h.clients))
+		for c := range h.clients {
+			clients = append(clients, c)
+		}
+		h.mu.RUnlock()
+		b := newBatch(batch)
+		delivered := deliverAll(clients, b)
+		if h.onDeliver != nil {
+			h.onDeliver(delivered)
+		}
+		for _, o := range batch {
+			close(o.done)
+		}
 	}
+}
+
+// batch is one pass of the flusher: its messages, and when every one of
+// them has a ready WebSocket frame, all those frames back to back, so a
+// socket on our transport gets the whole pass in one write.
+type batch struct {
+	items []queued
+	frame []byte // nil unless every item has a frame
+}
+
+func newBatch(items []queued) *batch {
+	b := &batch{items: items}
+	if len(items) == 1 {
+		b.frame = items[0].e.frame
+		return b
+	}
+	size := 0
+	for _, o := range items {
+		if o.e.frame == nil {
+			return b
+		}
+		size += len(o.e.frame)
+	}
+	b.frame = make([]byte, 0, size)
+	for _, o := range items {
+		b.frame = append(b.frame, o.e.frame...)
+	}
+	return b
 }
 
 // fanoutChunk is the fewest recipients a broadcast hands to a goroutine
@@ -134,32 +244,29 @@ func (h *hub) broadcast(m store.Message) {
 // over the cores it reaches the last recipient proportionally sooner.
 const fanoutChunk = 512
 
-// deliverAll delivers to every client, in parallel chunks when there are
-// many, and returns how many got it now. It returns once all have been
-// handed the message, so consecutive broadcasts from one goroutine reach
-// each client in order.
-func deliverAll(clients []*client, m store.Message, e encoded) int {
+// deliverAll delivers b to every client, in parallel chunks when there
+// are many, and returns the deliveries made now. It returns once all have
+// been handed b, so consecutive passes reach each client in order.
+func deliverAll(clients []*client, b *batch) int {
 	workers := min(runtime.GOMAXPROCS(0), len(clients)/fanoutChunk)
 	if workers <= 1 {
-		return deliverEach(clients, m, e)
+		return deliverEach(clients, b)
 	}
 	var n atomic.Int64
 	var wg sync.WaitGroup
 	for chunk := range slices.Chunk(clients, (len(clients)+workers-1)/workers) {
-		wg.Go(func() { n.Add(int64(deliverEach(chunk, m, e))) })
+		wg.Go(func() { n.Add(int64(deliverEach(chunk, b))) })
 	}
 	wg.Wait()
 	return int(n.Load())
 }
 
-// deliverEach delivers to clients one after the other and returns how many
-// got it now.
-func deliverEach(clients []*client, m store.Message, e encoded) int {
+// deliverEach delivers b to clients one after the other and returns the
+// deliveries made now.
+func deliverEach(clients []*client, b *batch) int {
 	n := 0
 	for _, c := range clients {
-		if c.deliver(m, e) {
-			n++
-		}
+		n += c.deliver(b)
 	}
 	return n
 }

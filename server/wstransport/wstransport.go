@@ -248,6 +248,23 @@ func (t *Transport) enqueue(frame, payload []byte, binaryFrame bool) bool {
 		t.mu.Unlock()
 		return false
 	}
+	if frame != nil && len(t.queue) == 0 && !t.writing && t.rc != nil {
+		// The common case of a broadcast: nothing waiting, so the shared
+		// frame goes to the kernel from where it is, and only what the
+		// kernel does not take is copied into the queue.
+		n, err := t.tryWrite(frame)
+		if err != nil {
+			t.done = true
+			t.mu.Unlock()
+			t.fail("websocket write error", err, true)
+			return false
+		}
+		if n == len(frame) {
+			t.mu.Unlock()
+			return true
+		}
+		frame = frame[n:]
+	}
 	if frame != nil {
 		t.queue = append(t.queue, frame...)
 	} else {

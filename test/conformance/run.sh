@@ -38,7 +38,7 @@ skip() {
 config_spec() {
 	case "$1" in
 	sio) echo "sio sioserver" ;;                                    # as the chat server: AllowEIO3, connect gate, pollfix
-	sio-bare) echo "sio sioserver -gate=false -pollfix=false" ;;    # the library without our workarounds
+	sio-bare) echo "sio sioserver -gate=false -pollfix=false -wstransport=false" ;; # the library without our workarounds
 	sio-noeio3) echo "sio sioserver -eio3=false" ;;                 # as sio, but EIO=3 refused
 	sio-authdelay) echo "sio sioserver -auth-delay=20ms" ;;         # diagnostic for the suite's auth race
 	eio) echo "eio eioserver" ;;                                    # the bare engine

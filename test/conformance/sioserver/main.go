@@ -15,8 +15,9 @@
 // /socket.io, connect timeout 10 s, the engine built separately and bound to
 // Socket.IO, a connect gate registered on the engine before Socket.IO binds
 // (-gate; see gate.go) and pollfix.Wrap in front of the engine handler
-// (-pollfix). Both can be switched off to see whether the suite depends on
-// them. The origin check (guard.checkOrigin) is left out: the suite sends
+// (-pollfix), and the chat server's own WebSocket transport
+// (-wstransport). Each can be switched off to see whether the suite
+// depends on it. The origin check (guard.checkOrigin) is left out: the suite sends
 // no Origin header, which the chat server lets through anyway.
 //
 // It is a test fixture only; see ../run.sh and ../README.md.
@@ -35,13 +36,17 @@ import (
 	"time"
 
 	"github.com/chatd/chat/server/pollfix"
+	"github.com/chatd/chat/server/wstransport"
 	"github.com/zishang520/socket.io/servers/engine/v3"
+	"github.com/zishang520/socket.io/servers/engine/v3/transports"
 	"github.com/zishang520/socket.io/servers/socket/v3"
+	"github.com/zishang520/socket.io/v3/pkg/types"
 )
 
 func main() {
 	addr := flag.String("addr", "127.0.0.1:3000", "listen address")
 	usePollfix := flag.Bool("pollfix", true, "wrap the engine handler with github.com/chatd/chat/server/pollfix, as the chat server does")
+	useWS := flag.Bool("wstransport", true, "serve WebSocket with the chat server's own transport (server/wstransport) instead of the library's")
 	useGate := flag.Bool("gate", true, "register a connect gate equivalent to the chat server's (server/connectgate.go)")
 	eio3 := flag.Bool("eio3", true, "AllowEIO3, as the chat server sets it")
 	maxBuf := flag.Int64("max-buffer", 1_000_000, "maxHttpBufferSize in bytes (the suite expects maxPayload 1000000; the chat server's default is 131072)")
@@ -58,6 +63,9 @@ func main() {
 	opts.SetMaxHttpBufferSize(*maxBuf)
 	opts.SetConnectTimeout(*connectTimeout)
 	opts.SetPath("/socket.io")
+	if *useWS {
+		opts.SetTransports(types.NewSet[transports.TransportCtor](&transports.PollingBuilder{}, &wstransport.Builder{}))
+	}
 
 	io := socket.NewServer(nil, opts)
 	var gate *connectGate
