@@ -6,7 +6,7 @@
 #   loadtest/compare.sh            # the full comparison (about 45 min)
 #   loadtest/compare.sh --quick    # one small scenario on both servers (< 2 min), for CI
 #
-# Full: 1,000 clients x 20 msg/s, 5,000 x 5, 5,000 x 20 (RUNS runs each,
+# Full: 1,000 clients x 20 msg/s, 5,000 x 5, 5,000 x 20, 5,000 x 50 (RUNS runs each,
 # A/B alternated), 10,000 idle connections (RUNS runs), the most idle
 # connections held (10k -> 15k -> 19.5k, stop at the first failure), a
 # heartbeat check (2,000 idle for 30 s) and the report's 450-user mocha
@@ -17,7 +17,7 @@
 #   RUNS=3            runs per scenario and server (full mode)
 #   MSG_SECONDS=20    sending phase of each message scenario
 #   PONG_DELAY=0s     how late the generator answers pings (see README: the heartbeat race)
-#   SCENARIOS="c1000r20 c5000r5 c5000r20 idle10k maxidle race mocha"   subset to run
+#   SCENARIOS="c1000r20 c5000r5 c5000r20 c5000r50 idle10k maxidle race mocha"   subset to run
 #   GO_BIN=path       use this chatd binary instead of building the working tree
 #   KEEP_LOGS=1       keep server and generator logs (/tmp/lt-compare-logs.<pid>)
 #
@@ -40,7 +40,7 @@ results="$tmp/results.jsonl"
 RUNS="${RUNS:-3}"
 MSG_SECONDS="${MSG_SECONDS:-20}"
 PONG_DELAY="${PONG_DELAY:-0s}"
-SCENARIOS="${SCENARIOS:-c1000r20 c5000r5 c5000r20 idle10k maxidle race mocha}"
+SCENARIOS="${SCENARIOS:-c1000r20 c5000r5 c5000r20 c5000r50 idle10k maxidle race mocha}"
 PGURL_BASE="postgres://postgres@127.0.0.1:5432"
 
 server_pid=""
@@ -271,6 +271,9 @@ else
   want c1000r20 && scenario c1000r20 "$RUNS" -clients 1000 -senders 10 -rate 20 -duration "${MSG_SECONDS}s" -drain 60s
   want c5000r5 && scenario c5000r5 "$RUNS" -clients 5000 -senders 10 -rate 5 -duration "${MSG_SECONDS}s" -drain 60s -source-ips 4
   want c5000r20 && scenario c5000r20 "$RUNS" -clients 5000 -senders 10 -rate 20 -duration "${MSG_SECONDS}s" -drain 90s -source-ips 4
+  # Well past what Node sustains on this machine: how far each server
+  # gets when 250,000 deliveries a second are asked of it.
+  want c5000r50 && scenario c5000r50 "$RUNS" -clients 5000 -senders 10 -rate 50 -duration "${MSG_SECONDS}s" -drain 90s -source-ips 4
   # 30 s: longer than either server's ping interval (Node's is 25 s).
   want idle10k && scenario idle10k "$RUNS" -idle -clients 10000 -hold 30s -ramp 2000 -source-ips 4
   want maxidle && maxidle

@@ -40,6 +40,7 @@ var scenarios = []scenario{
 	{"c1000r20", "1,000 clients × 20 msg/s"},
 	{"c5000r5", "5,000 clients × 5 msg/s"},
 	{"c5000r20", "5,000 clients × 20 msg/s"},
+	{"c5000r50", "5,000 clients × 50 msg/s"},
 	{"idle10k", "10,000 idle connections"},
 }
 
