@@ -224,19 +224,7 @@ psql "$PGURL_BASE/postgres" -tAc 'SELECT 1' >/dev/null 2>&1 || die "PostgreSQL n
 ulimit -n "$(ulimit -Hn)" 2>/dev/null
 log "open files limit $(ulimit -n) (hard $(ulimit -Hn))"
 
-cat >"$tmp/loopback.js" <<'EOF'
-// Preloaded into the Node reference by compare.sh: server.listen(PORT)
-// binds 127.0.0.1 only.
-'use strict';
-const net = require('net');
-const listen = net.Server.prototype.listen;
-net.Server.prototype.listen = function (...args) {
-  if (typeof args[0] === 'number' && (args.length === 1 || typeof args[1] === 'function')) {
-    args.splice(1, 0, '127.0.0.1');
-  }
-  return listen.apply(this, args);
-};
-EOF
+write_loopback_preload "$tmp/loopback.js"
 
 [ -d "$here/reference/node_modules" ] || (cd "$here/reference" && npm ci --no-audit --no-fund) || die "npm ci failed in reference/"
 

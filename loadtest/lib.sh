@@ -1,4 +1,4 @@
-# Shared by compare.sh and scale.sh (sourced, not run): the pieces both
+# Shared by compare.sh, scale.sh and maxrate.sh (sourced, not run): the pieces the
 # benchmark scripts need to start servers on throwaway PostgreSQL databases
 # on loopback and to stop them again. The sourcing script sets LT_NAME (its
 # log prefix), PGURL_BASE, tmp and failed before using them.
@@ -54,6 +54,23 @@ wait_ready() {
     sleep 0.2
   done
   die "$what not ready after $secs s"
+}
+
+# write_loopback_preload <file>: writes the script preloaded into the Node
+# reference (NODE_OPTIONS=--require file) so that its listen(PORT) binds
+# 127.0.0.1 only, not every interface.
+write_loopback_preload() {
+  cat >"$1" <<'EOF'
+'use strict';
+const net = require('net');
+const listen = net.Server.prototype.listen;
+net.Server.prototype.listen = function (...args) {
+  if (typeof args[0] === 'number' && (args.length === 1 || typeof args[1] === 'function')) {
+    args.splice(1, 0, '127.0.0.1');
+  }
+  return listen.apply(this, args);
+};
+EOF
 }
 
 # keep_logs: copies the run's logs and results to /tmp/lt-<name>-logs.<pid>

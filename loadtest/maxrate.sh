@@ -53,18 +53,7 @@ if [ -z "$chatd" ]; then
   (cd "$root" && go build -o "$chatd" .) || die "build failed"
 fi
 [ -d "$here/reference/node_modules" ] || (cd "$here/reference" && npm ci --no-audit --no-fund) >&2
-cat >"$tmp/loopback.js" <<'EOF'
-// Preloaded into the Node reference: server.listen(PORT) binds 127.0.0.1.
-'use strict';
-const net = require('net');
-const listen = net.Server.prototype.listen;
-net.Server.prototype.listen = function (...args) {
-  if (typeof args[0] === 'number' && (args.length === 1 || typeof args[1] === 'function')) {
-    args.splice(1, 0, '127.0.0.1');
-  }
-  return listen.apply(this, args);
-};
-EOF
+write_loopback_preload "$tmp/loopback.js"
 
 n=0
 # step <kind> <rate>: one server, one run; prints its line, returns 0 if it passed.
@@ -106,8 +95,8 @@ declare -A best missed
 for kind in go node; do
   rates="$GO_RATES"
   [ "$kind" = node ] && rates="$NODE_RATES"
-  best[$kind]=none
-  missed[$kind]="none (every step passed)"
+  best[$kind]="no step"
+  missed[$kind]="no step (every step passed)"
   for rate in $rates; do
     if step "$kind" "$rate"; then
       best[$kind]="$rate"
@@ -121,5 +110,5 @@ done
 echo
 echo "highest rate with every message delivered and fan-out p99 < ${P99_MS} ms, ${CLIENTS} clients:"
 for kind in go node; do
-  echo "  $kind: passed at ${best[$kind]} msg/s, missed at ${missed[$kind]}"
+  echo "  $kind: highest passing step ${best[$kind]} msg/s, first missing step ${missed[$kind]}"
 done

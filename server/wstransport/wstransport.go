@@ -254,10 +254,7 @@ func (t *Transport) enqueue(frame, payload []byte, binaryFrame bool) bool {
 		// kernel does not take is copied into the queue.
 		n, err := t.tryWrite(frame)
 		if err != nil {
-			t.done = true
-			t.mu.Unlock()
-			t.fail("websocket write error", err, true)
-			return false
+			return t.abortLocked("websocket write error", err)
 		}
 		if n == len(frame) {
 			t.mu.Unlock()
@@ -276,11 +273,7 @@ func (t *Transport) enqueue(frame, payload []byte, binaryFrame bool) bool {
 		// that is the whole delivery: no goroutine, no wake-up.
 		n, err := t.tryWrite(t.queue)
 		if err != nil {
-			t.done = true
-			t.queue = nil
-			t.mu.Unlock()
-			t.fail("websocket write error", err, true)
-			return false
+			return t.abortLocked("websocket write error", err)
 		}
 		t.queue = t.queue[:copy(t.queue, t.queue[n:])]
 		if len(t.queue) == 0 {
@@ -305,6 +298,18 @@ func (t *Transport) enqueue(frame, payload []byte, binaryFrame bool) bool {
 	}
 	t.mu.Unlock()
 	return true
+}
+
+// abortLocked ends the connection after a failed write in enqueue:
+// nothing more is queued, t.mu (held by the caller) is released, and err
+// is reported and the connection closed (see fail). It returns false,
+// enqueue's answer.
+func (t *Transport) abortLocked(msg string, err error) bool {
+	t.done = true
+	t.queue = nil
+	t.mu.Unlock()
+	t.fail(msg, err, true)
+	return false
 }
 
 // tryWrite makes one non-blocking write() of b and reports how much the
