@@ -46,7 +46,11 @@
     outbox: [],        // this user's unconfirmed messages, oldest first
     users: [],         // the last `get users` list
     lastName: '',      // prefilled on the card after a logout or sign-out
-    stuck: true,       // the message list follows new messages
+    // The list was at the bottom when last looked at (a scroll event, or our
+    // own scroll to the bottom). Only resizes use it: by the time a resize is
+    // heard of, the position has already moved. Everything that adds
+    // messages asks atBottom() instead, at that moment (see atBottom).
+    wasAtBottom: true,
     unread: 0,
     older: { loading: false, exhausted: false, unsupported: false, answered: false, timer: null, retryAt: 0 }
   };
@@ -190,6 +194,7 @@
     var again = state.me === username;
     state.me = username;
     ui.me.textContent = username;
+    ui.me.title = username; // the whole name where it is cut short (phones)
     ui.auth.hidden = true;
     ui.chat.hidden = false;
     showNotice('');
@@ -375,6 +380,7 @@
     var withIds = list.length > 0 && list.every(hasId);
     var hadMax = maxId();
     var hadAny = state.list.length > 0;
+    var follow = atBottom(); // measured before anything is added
     // An empty history (a fresh backup, or the Node server still reading its
     // table) takes nothing away from the screen.
     if (list.length && (!withIds || state.list.some(function (it) { return !hasId(it.m); }))) {
@@ -386,9 +392,20 @@
     var added = 0;
     list.forEach(function (m) { if (insertMessage(m, 'history')) added++; });
     ui.empty.hidden = state.list.length > 0 || state.outbox.length > 0;
+    if (!state.list.length) {
+      // Nothing before now: this is the beginning of the room. loadOlder has
+      // no oldest message to ask before, so it would never say so itself.
+      state.older.exhausted = true;
+      showHistoryRow('start');
+    } else if (!hadAny && state.older.exhausted) {
+      // The room was empty when last heard of and has messages now, maybe
+      // more than one history's worth: older ones may be on the server again.
+      state.older.exhausted = false;
+      showHistoryRow(null);
+    }
     // Missed more than one history's worth while away: fetch the gap.
     if (withIds && hadAny && hadMax && list[0].id > hadMax) fillGap(list[0].id, hadMax, 0);
-    if (!hadAny || state.stuck) scrollToBottom();
+    if (!hadAny || follow) scrollToBottom();
     else if (added) ui.jump.hidden = false;
     if (state.me && state.token && !state.authed) waitForSession();
     fillViewport();
@@ -396,7 +413,9 @@
 
   function onNewMessage(m) {
     if (!validMessage(m)) return;
-    var follow = state.stuck || m.user === state.me;
+    // Where the list is now, not what the last scroll event said: a message
+    // can arrive after the user scrolled but before that event fires.
+    var follow = m.user === state.me || atBottom();
     if (!insertMessage(m)) return;
     if (follow) scrollToBottom();
     else ui.jump.hidden = false;
@@ -481,9 +500,9 @@
       }
       if (!res || !res.success || !Array.isArray(res.messages) || !res.messages.length) return;
       var msgs = res.messages.filter(function (m) { return validMessage(m) && hasId(m); });
-      var stuck = state.stuck;
+      var follow = atBottom();
       msgs.forEach(function (m) { insertMessage(m, 'history'); });
-      if (stuck) scrollToBottom();
+      if (follow) scrollToBottom();
       if (msgs.length && msgs[0].id > known) fillGap(msgs[0].id, known, depth + 1);
     });
   }
@@ -498,6 +517,11 @@
 
   // ---------- scrolling ----------
 
+  // atBottom reads the list's scroll position as it is right now. New
+  // messages are placed by it, measured just before they are added, and not
+  // by a flag kept by the scroll handler: scroll events fire at the next
+  // frame, so a message arriving in between would see the old flag and yank
+  // a user who had just scrolled up back down to the bottom.
   function atBottom() {
     var box = ui.messages;
     return box.scrollHeight - box.scrollTop - box.clientHeight <= NEAR_BOTTOM_PX;
@@ -505,19 +529,19 @@
 
   function scrollToBottom() {
     ui.messages.scrollTop = ui.messages.scrollHeight;
-    state.stuck = true;
+    state.wasAtBottom = true;
     ui.jump.hidden = true;
   }
 
   function onScroll() {
-    state.stuck = atBottom();
-    if (state.stuck) ui.jump.hidden = true;
+    state.wasAtBottom = atBottom();
+    if (state.wasAtBottom) ui.jump.hidden = true;
     if (ui.messages.scrollTop <= NEAR_TOP_PX) loadOlder();
   }
 
   // When the list gets shorter (a phone keyboard opens, the window shrinks),
   // keep the newest message in view if the user was reading it.
-  function onResize() { if (state.stuck) scrollToBottom(); }
+  function onResize() { if (state.wasAtBottom) scrollToBottom(); }
 
   // ---------- outbox ----------
   // Every message is first an outbox entry {cid, text, user, after, failed}:
@@ -610,10 +634,10 @@
     if (state.outbox.indexOf(e) < 0 || !res || typeof res !== 'object') return;
     if (res.success) {
       var id = res.id;
+      var follow = atBottom();
       dropEntry(e);
       if (hasId({ id: id }) && !state.byId[id]) {
         // Shown now from the ack; the broadcast, when it comes, adds the time.
-        var follow = state.stuck;
         insertMessage({ msg: e.text, user: e.user, id: id, time: new Date().toISOString() }, 'local');
         if (follow) scrollToBottom();
       }

@@ -88,10 +88,12 @@ done
 [ -n "$healthy" ] || { log "no 200 from $base/healthz in time"; exit 1; }
 
 mkdir -p out
-log "running the tests against $base"
+# The files named on the command line, or every test file.
+if [ "$#" -gt 0 ]; then files=("$@"); else files=(test/*.test.js); fi
+log "running ${#files[@]} test file(s) against $base"
 # Every test sets its own timeout (45..60 s). Node 20 also applies
 # --test-timeout to each test *file* as a whole, and chat.test.js alone takes
 # about 45 s on two idle cores: 240 s keeps a loaded machine from failing a
 # file whose tests all pass; `timeout 420` still bounds the run.
 BASE_URL="$base" CHATD_BIN="$tmp/chatd" \
-  timeout 420 node --test --test-concurrency=1 --test-timeout=240000 test/*.test.js
+  timeout 420 node --test --test-concurrency=1 --test-timeout=240000 "${files[@]}"

@@ -1,6 +1,7 @@
 // chat.test.js: what users notice in the browser: two people chatting live,
 // a newcomer reading the history, hostile text staying text, error messages
-// on the card, logging out, and the composer's keys and counter.
+// on the card, logging out, and the composer's keys and counter. (Scrolling
+// up while messages arrive is scroll.test.js.)
 'use strict';
 
 const { test, before, after } = require('node:test');
@@ -281,22 +282,4 @@ test('a bogus stored token: the sign-in card says the session expired', T, async
   assert.equal(await h.storedSession(page), null, 'the bogus session is forgotten');
   assert.equal(await page.inputValue('#username'), 'ghost', 'the name is filled in');
   await o.context.close();
-});
-
-test('scrolled up, a new message shows a marker instead of jumping', T, async () => {
-  assert.ok(A && B, 'needs the users of the first test');
-  await B.page.setViewportSize({ width: 1280, height: 420 });
-  for (let i = 0; i < 12; i++) await h.send(A.page, 'filler ' + i);
-  await h.message(B.page, 'filler 11', alice).waitFor();
-  const atBottom = () => B.page.$eval('#messages', (e) => e.scrollHeight - e.scrollTop - e.clientHeight < 50);
-  assert.ok(await atBottom(), 'follows new messages while at the bottom');
-
-  await B.page.$eval('#messages', (e) => { e.scrollTop = 0; });
-  await h.send(A.page, 'while you were away');
-  await h.message(B.page, 'while you were away', alice).waitFor();
-  await B.page.locator('#jump').waitFor({ state: 'visible' });
-  assert.equal(await atBottom(), false, 'the list stays where the user scrolled');
-  await B.page.click('#jump');
-  assert.ok(await atBottom(), 'the marker scrolls to the newest message');
-  assert.equal(await B.page.isVisible('#jump'), false);
 });
