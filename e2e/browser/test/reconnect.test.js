@@ -1,6 +1,7 @@
 // reconnect.test.js: the server goes away and comes back (a restart, or the
 // hand-over to the backup): the page says so honestly, keeps what is typed
 // and sent in its outbox, and carries on logged in through its session token.
+// The sign-in card tells screen readers about the connection too.
 // Runs its own server from CHATD_BIN (run.sh sets it); skipped without one.
 'use strict';
 
@@ -117,5 +118,27 @@ test('if the server no longer knows the session, the page asks to log in again',
   assert.equal(await page.inputValue('#username'), me, 'the name is filled in');
   assert.equal(await page.evaluate(() => document.activeElement.id), 'password');
   assert.equal(await h.storedSession(page), null, 'the dead session is forgotten');
+  await o.context.close();
+});
+
+test('the sign-in card announces the connection: a polite status whose text follows the server', T, async () => {
+  const o = await open();
+  const { page } = o;
+  // What assistive technology finds: one status on the card (the notice
+  // line is empty, so not shown), read out politely, saying "Connected".
+  const status = page.locator('#auth').getByRole('status');
+  await status.getByText('Connected', { exact: true }).waitFor();
+  assert.equal(await status.count(), 1, 'one status on the card');
+  assert.equal(await status.getAttribute('aria-live'), 'polite');
+  assert.match(await page.locator('#auth').ariaSnapshot(), /- status: Connected/);
+
+  await srv.stop();
+  await status.getByText(/^Reconnecting/).waitFor();
+  assert.match(await page.locator('#auth').ariaSnapshot(), /- status: Reconnecting/);
+  await h.screenshot(page, 'login-reconnecting');
+
+  await srv.start();
+  await status.getByText('Connected', { exact: true }).waitFor({ timeout: 20000 });
+  assert.deepEqual(o.problems.dialogs, []);
   await o.context.close();
 });
