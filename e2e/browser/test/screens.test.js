@@ -101,3 +101,51 @@ test('the chat screen renders styled, wide, narrow and dark', T, async () => {
     await B.context.close();
   }
 });
+
+test('at phone width the signed-in name stays on screen, next to the other controls', T, async () => {
+  const long = 'someone-with-a-rather-long-name-' + h.uniqueName('');
+  for (const [width, name, shot] of [[375, h.uniqueName('dana'), 'chat-phone-name'], [320, long, 'chat-phone-long-name']]) {
+    const o = await h.openPage(browser, { viewport: { width, height: 640 }, isMobile: true, hasTouch: true });
+    try {
+      const { page } = o;
+      await h.register(page, name);
+      await page.locator('#chat .status[data-state="connected"]').waitFor();
+      const me = page.locator('#me-name');
+      assert.equal(await me.isVisible(), true, `the name is shown at ${width} px`);
+      assert.equal(await me.textContent(), name);
+      const boxes = {};
+      for (const sel of ['#me-name', '#logout', '#users-toggle', '#chat .room']) {
+        boxes[sel] = await page.locator(sel).boundingBox();
+        assert.ok(boxes[sel] && boxes[sel].x >= 0 && boxes[sel].x + boxes[sel].width <= width,
+          `${sel} is on screen at ${width} px: ` + JSON.stringify(boxes[sel]));
+      }
+      const overlap = (a, b) => a.x < b.x + b.width && b.x < a.x + a.width && a.y < b.y + b.height && b.y < a.y + a.height;
+      const sels = Object.keys(boxes);
+      for (let i = 0; i < sels.length; i++) {
+        for (let j = i + 1; j < sels.length; j++) {
+          assert.ok(!overlap(boxes[sels[i]], boxes[sels[j]]), `${sels[i]} and ${sels[j]} do not overlap at ${width} px`);
+        }
+      }
+      assert.equal(await page.locator('#chat .room-name').evaluate((e) => e.scrollWidth <= e.clientWidth), true,
+        `the room's name is not cut or spilling over at ${width} px`);
+      assert.equal(await page.locator('#chat .status').evaluate((e) => e.scrollWidth <= e.clientWidth), true,
+        `"Connected" is shown whole at ${width} px`);
+      assert.ok(boxes['#me-name'].width >= 40, 'room for a few letters at least: ' + boxes['#me-name'].width);
+      const cut = await me.evaluate((e) => e.scrollWidth > e.clientWidth);
+      if (name === long) {
+        assert.equal(cut, true, 'a long name is cut short…');
+        assert.equal(await me.getAttribute('title'), name, '…and the whole of it is in the title');
+      } else {
+        assert.equal(cut, false, `a usual name is shown whole at ${width} px`);
+      }
+      // Screen readers still hear who this is.
+      assert.match(await page.locator('#chat .me').ariaSnapshot(), new RegExp('Signed in as[\\s\\S]*' + name));
+      assert.ok(await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth), 'no sideways scrolling');
+      const s = await h.screenshot(page, shot);
+      assertStyled(shot, s.buffer);
+      assert.deepEqual(o.problems, { dialogs: [], errors: [] });
+    } finally {
+      await o.context.close();
+    }
+  }
+});
