@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
@@ -90,10 +91,29 @@ func (e *env) connectAuth(t testing.TB, name, transport string, auth map[string]
 	if transport != "websocket" {
 		t.Fatalf("unknown transport %q", transport)
 	}
+	return e.connectOpts(t, name, sioclient.Options{Auth: auth})
+}
+
+// connectFrom connects as a client at addr behind a trusted proxy (nginx
+// with nginx.conf, which names the client in X-Forwarded-For), so that the
+// per-address limits see addr.
+func (e *env) connectFrom(t testing.TB, name, addr string) *tclient {
+	t.Helper()
+	return e.connectOpts(t, name, sioclient.Options{Header: forwardedFor(addr)})
+}
+
+func forwardedFor(addr string) http.Header {
+	return http.Header{"X-Forwarded-For": {addr}}
+}
+
+// connectOpts connects over WebSocket with opts; OnEvent is the client's.
+func (e *env) connectOpts(t testing.TB, name string, opts sioclient.Options) *tclient {
+	t.Helper()
 	c := &tclient{t: t, name: name, signal: make(chan struct{}, 1)}
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
-	conn, err := sioclient.Dial(ctx, e.url, sioclient.Options{Auth: auth, OnEvent: c.record})
+	opts.OnEvent = c.record
+	conn, err := sioclient.Dial(ctx, e.url, opts)
 	if err != nil {
 		t.Fatalf("%s: %v", name, err)
 	}

@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -17,12 +18,16 @@ var tooMany = map[string]any{"success": false, "message": "Too many attempts, pl
 func TestAuthLimits(t *testing.T) {
 	t.Run("per address", func(t *testing.T) {
 		e := startServer(t, server.Config{Limits: server.Limits{AuthPerIP: 0.01, AuthBurstPerIP: 3}}, nil)
-		c := e.connect(t, "c", "websocket")
+		c := e.connectFrom(t, "c", "203.0.113.7")
 		wantAck(t, "1", c.call("register", creds("r1", "pw")), success)
 		wantAck(t, "2", c.call("login", creds("r1", "pw")), success)
 		wantAck(t, "3", c.call("login", creds("r1", "bad")), invalid)
 		wantAck(t, "4 (over the limit)", c.call("register", creds("r2", "pw")), tooMany)
 		wantAck(t, "5 (over the limit)", c.call("login", creds("r1", "pw")), tooMany)
+		// A second tab of the same address shares its allowance; another
+		// address has its own.
+		wantAck(t, "same address, new socket", e.connectFrom(t, "c2", "203.0.113.7").call("login", creds("r1", "pw")), tooMany)
+		wantAck(t, "another address", e.connectFrom(t, "d", "198.51.100.9").call("login", creds("r1", "pw")), success)
 	})
 	t.Run("per username", func(t *testing.T) {
 		e := startServer(t, server.Config{Limits: server.Limits{LoginPerUser: 0.01, LoginBurstPerUser: 2}}, nil)
@@ -70,12 +75,16 @@ func TestHistoryPageRateLimit(t *testing.T) {
 
 func TestConnectionsPerAddress(t *testing.T) {
 	e := startServer(t, server.Config{Limits: server.Limits{ConnsPerIP: 2}}, nil)
-	a := e.connect(t, "a", "websocket")
-	e.connect(t, "b", "websocket")
+	const addr = "203.0.113.7"
+	a := e.connectFrom(t, "a", addr)
+	e.connectFrom(t, "b", addr)
 	a.waitEvent("load all messages", nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	third, err := sioclient.Dial(ctx, e.url, sioclient.Options{})
+	if other := e.connectFrom(t, "other address", "198.51.100.9"); other.call("logout")["success"] != false {
+		t.Fatal("another address was refused")
+	}
+	third, err := sioclient.Dial(ctx, e.url, sioclient.Options{Header: forwardedFor(addr)})
 	if err == nil {
 		select {
 		case <-third.Done():
@@ -87,7 +96,7 @@ func TestConnectionsPerAddress(t *testing.T) {
 	a.conn.Close()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		c, err := sioclient.Dial(ctx, e.url, sioclient.Options{})
+		c, err := sioclient.Dial(ctx, e.url, sioclient.Options{Header: forwardedFor(addr)})
 		if err == nil {
 			if _, err := c.Call(ctx, "logout"); err == nil {
 				c.Close()
@@ -102,24 +111,33 @@ func TestConnectionsPerAddress(t *testing.T) {
 	}
 }
 
+// TestOriginCheck: with an allow-list, other sites' pages are refused, and
+// the server's own page passes whatever Host a proxy passes on.
 func TestOriginCheck(t *testing.T) {
 	e := startServer(t, server.Config{Limits: server.Limits{AllowedOrigins: []string{"https://chat.example.com"}}}, nil)
 	host := strings.TrimPrefix(e.url, "http://")
 	tests := []struct {
-		origin string
-		ok     bool
+		name, origin, fetchSite string
+		ok                      bool
 	}{
-		{"", true},
-		{"http://" + host, true},
-		{"https://chat.example.com", true},
-		{"http://evil.example", false},
-		{"null", false},
+		{"no origin (not a browser)", "", "", true},
+		{"own origin", "http://" + host, "", true},
+		{"listed", "https://chat.example.com", "", true},
+		{"other site", "http://evil.example", "", false},
+		{"other site, cross-site fetch", "http://evil.example", "cross-site", false},
+		{"null", "null", "", false},
+		// The report's nginx block passes Host "backend": the page's
+		// Origin cannot match it, but the browser says same-origin.
+		{"own page behind a proxy", "http://chat.internal:8080", "same-origin", true},
 	}
 	for _, tt := range tests {
-		t.Run(tt.origin, func(t *testing.T) {
+		t.Run(tt.name, func(t *testing.T) {
 			h := http.Header{}
 			if tt.origin != "" {
 				h.Set("Origin", tt.origin)
+			}
+			if tt.fetchSite != "" {
+				h.Set("Sec-Fetch-Site", tt.fetchSite)
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
@@ -142,6 +160,89 @@ func TestOriginCheck(t *testing.T) {
 			}
 		})
 	}
+	if n := strings.Count(e.logs.String(), "refused a connection from another site's page"); n == 0 {
+		t.Error("refusals were not logged")
+	}
+}
+
+// TestOriginAnyByDefault: without an allow-list every page may connect, as
+// with Node's socket.io, whatever Host the proxy passed (the report's
+// nginx block sends "backend").
+func TestOriginAnyByDefault(t *testing.T) {
+	e := startServer(t, server.Config{}, nil)
+	for _, origin := range []string{"http://localhost", "http://evil.example", "null"} {
+		req, _ := http.NewRequest("GET", e.url+"/socket.io/?EIO=4&transport=polling", nil)
+		req.Host = "backend"
+		req.Header.Set("Origin", origin)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Errorf("polling handshake from %q with Host backend: status %d, want 200", origin, resp.StatusCode)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		c, err := sioclient.Dial(ctx, e.url, sioclient.Options{Header: http.Header{"Origin": {origin}}})
+		cancel()
+		if err != nil {
+			t.Errorf("websocket from %q: %v", origin, err)
+			continue
+		}
+		c.Close()
+	}
+}
+
+// TestProxyWithoutForwardedFor: behind a proxy that names no client (the
+// report's nginx block), every client has the proxy's address. They must
+// not be treated as one client: no per-address connection cap or login
+// allowance applies, the proxy's login budget does, the proxy is logged
+// once and its connections are counted.
+func TestProxyWithoutForwardedFor(t *testing.T) {
+	e := startServer(t, server.Config{Limits: server.Limits{
+		ConnsPerIP: 2, AuthPerIP: 0.01, AuthBurstPerIP: 1,
+		AuthPerProxy: 0.01, AuthBurstPerProxy: 6,
+	}}, nil)
+	var cs []*tclient
+	for i := range 5 {
+		c := e.connect(t, fmt.Sprint("user", i), "websocket")
+		wantAck(t, fmt.Sprint("register ", i), c.call("register", creds(fmt.Sprint("user", i), "pw")), success)
+		cs = append(cs, c)
+	}
+	for i, c := range cs {
+		if got := c.call("logout"); got["success"] != false {
+			t.Fatalf("client %d behind the proxy is not connected: %v", i, got)
+		}
+	}
+	wantAck(t, "6th attempt, within the proxy's budget", cs[0].call("login", creds("user0", "pw")), success)
+	wantAck(t, "7th attempt, over the proxy's budget", cs[1].call("login", creds("user1", "pw")), tooMany)
+	// A client that a proxy does name keeps its own allowance.
+	named := e.connectFrom(t, "named", "203.0.113.7")
+	wantAck(t, "named client", named.call("login", creds("user2", "pw")), success)
+
+	if n := strings.Count(e.logs.String(), "sends no X-Forwarded-For"); n != 1 {
+		t.Errorf("the proxy was logged %d times, want once:\n%s", n, e.logs.String())
+	}
+	m := metricsText(t, e.url)
+	for _, want := range []string{"chat_unforwarded_connections_total 5", `chat_rate_limited_total{limit="auth_per_proxy"} 1`} {
+		if !strings.Contains(m, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+}
+
+func metricsText(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
 
 func TestMetrics(t *testing.T) {

@@ -74,8 +74,13 @@ func (ss *session) username() string {
 func (s *Server) onConnection(sock *socket.Socket) {
 	sid := string(sock.Id())
 	log := s.log.With("sid", sid)
-	ip := s.guard.clientKey(sock.Request().Request())
-	if s.guard.conns != nil && !s.guard.conns.Acquire(ip) {
+	pr := s.guard.peerOf(sock.Request().Request())
+	ip := pr.key
+	if pr.unnamed {
+		s.guard.noteUnnamed(s.log, pr)
+	}
+	capped := s.guard.capConns(pr)
+	if capped && !s.guard.conns.Acquire(ip) {
 		s.met.rejections.WithLabelValues("connections_per_ip").Inc()
 		s.refusals.Warn(log, "refused a connection: too many from one address", "ip", ip, "max", s.guard.cfg.ConnsPerIP)
 		sock.Disconnect(true)
@@ -117,8 +122,8 @@ func (s *Server) onConnection(sock *socket.Socket) {
 
 	// Handlers are registered before anything is awaited, so no event the
 	// client sends right after connecting is dropped.
-	sock.On("register", func(args ...any) { s.onRegister(log, ip, args) })
-	sock.On("login", func(args ...any) { s.onLogin(log, ip, ss, args) })
+	sock.On("register", func(args ...any) { s.onRegister(log, pr, args) })
+	sock.On("login", func(args ...any) { s.onLogin(log, pr, ss, args) })
 	sock.On("logout", func(args ...any) { s.onLogout(log, ss, args) })
 	sock.On("send message", func(args ...any) { s.onSend(log, ss, sock, args) })
 	pages := s.guard.pageLimiter()
@@ -132,7 +137,7 @@ func (s *Server) onConnection(sock *socket.Socket) {
 		if len(args) > 0 && args[0] == "client namespace disconnect" {
 			sock.Conn().Close(false)
 		}
-		if s.guard.conns != nil {
+		if capped {
 			s.guard.conns.Release(ip)
 		}
 		s.hub.leave(c)
@@ -217,11 +222,12 @@ func (s *Server) storeCtx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(s.ctx, s.cfg.StoreTimeout)
 }
 
-func (s *Server) onRegister(log *slog.Logger, ip string, args []any) {
+func (s *Server) onRegister(log *slog.Logger, pr peer, args []any) {
+	ip := pr.key
 	args, ack := splitAck(args)
-	if !allow(s.guard.authIP, ip) {
-		s.met.rejections.WithLabelValues("auth_per_ip").Inc()
-		s.refusals.Warn(log, "register refused: rate limit", "ip", ip)
+	if !s.guard.allowAuth(pr) {
+		s.met.rejections.WithLabelValues(authLimitName(pr)).Inc()
+		s.refusals.Warn(log, "register refused: rate limit", "ip", ip, "limit", authLimitName(pr))
 		ack(fail(msgTooManyAttempts))
 		return
 	}
@@ -255,6 +261,9 @@ func (s *Server) onRegister(log *slog.Logger, ip string, args []any) {
 	err = s.store.CreateUser(ctx, store.User{Username: username, PasswordHash: string(hash)})
 	switch {
 	case errors.Is(err, store.ErrConflict):
+		// A refusal like the others: logged (sampled, so a client trying
+		// names in a loop cannot flood the log), never with the password.
+		s.refusals.Info(log, "register refused: username taken", "user", logName(username), "ip", ip)
 		ack(fail(msgUsernameTaken))
 	case err != nil:
 		s.met.storeErrors.WithLabelValues("register").Inc()
@@ -266,11 +275,12 @@ func (s *Server) onRegister(log *slog.Logger, ip string, args []any) {
 	}
 }
 
-func (s *Server) onLogin(log *slog.Logger, ip string, ss *session, args []any) {
+func (s *Server) onLogin(log *slog.Logger, pr peer, ss *session, args []any) {
+	ip := pr.key
 	args, ack := splitAck(args)
-	if !allow(s.guard.authIP, ip) {
-		s.met.rejections.WithLabelValues("auth_per_ip").Inc()
-		s.refusals.Warn(log, "login refused: rate limit", "ip", ip)
+	if !s.guard.allowAuth(pr) {
+		s.met.rejections.WithLabelValues(authLimitName(pr)).Inc()
+		s.refusals.Warn(log, "login refused: rate limit", "ip", ip, "limit", authLimitName(pr))
 		ack(fail(msgTooManyAttempts))
 		return
 	}

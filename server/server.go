@@ -220,6 +220,7 @@ func New(cfg Config, st store.Store, log *slog.Logger) (*Server, error) {
 	s.guard = newGuard(cfg.Limits)
 	s.refusals = newSampledLog()
 	s.met = newMetrics(s)
+	s.met.reg.MustRegister(s.guard.unforwarded)
 	s.hub.onDeliver = func(n int) { s.met.delivered.Add(float64(n)) }
 	s.hub.encode = encoderFor(s.io)
 	presence, _ := st.(store.Presence)

@@ -64,6 +64,16 @@ func ClientIP(r *http.Request, trusted []netip.Prefix) netip.Addr {
 	return leftmost
 }
 
+// Unforwarded reports whether r comes from a trusted proxy that names no
+// client: the peer lies inside trusted and sent no X-Forwarded-For. Then
+// ClientIP can only return the proxy's own address, the same for every
+// client behind it. (A client on a trusted address that connects directly
+// looks the same, and is one machine anyway.)
+func Unforwarded(r *http.Request, trusted []netip.Prefix) bool {
+	peer, ok := parseHost(r.RemoteAddr)
+	return ok && inAny(peer, trusted) && len(r.Header.Values("X-Forwarded-For")) == 0
+}
+
 // parseHost parses an address with or without a port, as found in
 // RemoteAddr and in X-Forwarded-For entries, in the canonical form that
 // ClientIP returns.

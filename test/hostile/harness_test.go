@@ -82,6 +82,11 @@ func startChatd(t *testing.T, bin, dir string, extraEnv ...string) *chatd {
 		"SQLITE_PATH=" + filepath.Join(dir, "chat.db"),
 		"BCRYPT_COST=4",
 		"LOG_LEVEL=info",
+		// The attackers' addresses 127.0.0.2-10 stand for clients on
+		// the internet, each its own address, not for proxies: by
+		// default all of 127.0.0.0/8 is a trusted proxy, and clients
+		// of a proxy that names none share no per-address limit.
+		"TRUSTED_PROXIES=127.0.0.1",
 	}, extraEnv...)
 	logs := &testproc.Log{}
 	cmd.Stdout, cmd.Stderr = logs, logs
