@@ -6,9 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -34,7 +32,12 @@ type client struct {
 	idx     int
 	t       *srvTarget // the server it connects to
 	sender  bool
-	polling bool
+	polling bool // starts on HTTP long-polling (transport polling or upgrade)
+	upgrade bool // then tries the Engine.IO upgrade to WebSocket
+
+	life       sync.Mutex // orders onDead against connectOne's registration
+	registered bool       // guarded by life: counted as connected
+	deathErr   error      // guarded by life: why it ended before registration
 
 	seen      []uint64     // bitmap of sequence numbers received
 	delivered atomic.Int64 // new messages of this run received, duplicates excluded
@@ -46,16 +49,28 @@ type client struct {
 	// WebSocket, once handed to an event loop (ws.go, evloop.go)
 	fd       int
 	wmu      sync.Mutex
-	closed   bool   // guarded by wmu: fd is closed (and may be reused)
-	wbuf     []byte // guarded by wmu
-	pend     []byte // owned by the loop: the start of a frame not yet complete
-	frag     []byte // owned by the loop: a fragmented message
-	lastRead int64  // owned by the loop: r.now() of the last read
-	lastPing int64  // owned by the reader: r.now() of the last ping
-	pings    int    // owned by the reader: pings answered
+	closed   bool         // guarded by wmu: fd is closed (and may be reused)
+	wbuf     []byte       // guarded by wmu
+	pend     []byte       // owned by the loop: the start of a frame not yet complete
+	frag     []byte       // owned by the loop: a fragmented message
+	lastRead int64        // owned by the loop: r.now() of the last read
+	lastPing atomic.Int64 // r.now() of the last ping
+	pings    atomic.Int64 // pings answered
 
-	// long-polling
-	poll *poller
+	// long-polling (transport.go)
+	poll     *poller
+	omu      sync.Mutex
+	onWS     bool     // guarded by omu: upgraded; packets go to the WebSocket
+	pausing  bool     // guarded by omu: 3probe received, packets held until the upgrade
+	posting  bool     // guarded by omu: a POST is in flight; its poster drains outq
+	outq     [][]byte // guarded by omu: packets waiting for a POST (or the upgrade)
+	outAt    []int64  // guarded by omu: r.now() when each was queued
+	connCh   chan struct{}
+	connOnce sync.Once
+	connAt   time.Time     // when CONNECT was answered (polling-first clients)
+	getDone  chan struct{} // closed when the GET loop has returned
+	getErr   error         // set before getDone is closed
+	openedAt time.Time     // polling: when the Engine.IO open started
 
 	// silence is the server's pingInterval + pingTimeout: a connection
 	// that hears nothing for that long (plus slack) is dead.
@@ -70,6 +85,8 @@ type handshakeInfo struct {
 	SID          string `json:"sid"`
 	PingInterval int64  `json:"pingInterval"`
 	PingTimeout  int64  `json:"pingTimeout"`
+	// Upgrades lists the transports the server offers to upgrade to.
+	Upgrades json.RawMessage `json:"upgrades"`
 }
 
 func (c *client) setSilence(open []byte) (handshakeInfo, error) {
@@ -141,145 +158,6 @@ func (r *run) dialContext(ctx context.Context, network, addr string) (net.Conn, 
 	return d.DialContext(ctx, "tcp", t.hostport)
 }
 
-// ---- long-polling ----
-
-// poller is the HTTP long-polling transport of one client.
-type poller struct {
-	c      *client
-	url    string // base URL with EIO and transport; sid appended after open
-	ctx    context.Context
-	cancel context.CancelFunc
-	body   bytes.Buffer
-}
-
-func (p *poller) do(ctx context.Context, method, body string) ([]byte, error) {
-	var rd io.Reader
-	if body != "" {
-		rd = bytes.NewReader([]byte(body))
-	}
-	req, err := http.NewRequestWithContext(ctx, method, p.url, rd)
-	if err != nil {
-		return nil, err
-	}
-	if body != "" {
-		req.Header.Set("Content-Type", "text/plain;charset=UTF-8")
-	}
-	if p.c.r.cfg.XFF {
-		req.Header.Set("X-Forwarded-For", p.c.xff())
-	}
-	resp, err := p.c.r.httpc.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	p.body.Reset()
-	_, err = p.body.ReadFrom(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%s: HTTP %d: %.100q", method, resp.StatusCode, p.body.Bytes())
-	}
-	return p.body.Bytes(), nil
-}
-
-func (p *poller) get() ([]byte, error) {
-	ctx, cancel := context.WithTimeout(p.ctx, p.c.silence)
-	defer cancel()
-	return p.do(ctx, http.MethodGet, "")
-}
-
-func (p *poller) post(body string) error {
-	ctx, cancel := context.WithTimeout(p.ctx, 10*time.Second)
-	defer cancel()
-	// A POST's answer ("ok") is not needed; its own buffer keeps the
-	// GET's packets intact.
-	q := &poller{c: p.c, url: p.url, ctx: p.ctx}
-	_, err := q.do(ctx, http.MethodPost, body)
-	return err
-}
-
-func (c *client) connectPolling(ctx context.Context) error {
-	pctx, cancel := context.WithCancel(c.r.ctx)
-	p := &poller{c: c, url: c.t.pollURL, ctx: pctx, cancel: cancel}
-	c.poll = p
-	c.silence = 20 * time.Second
-	hctx, hcancel := context.WithTimeout(ctx, 20*time.Second)
-	defer hcancel()
-	open, err := p.do(hctx, http.MethodGet, "")
-	if err != nil {
-		cancel()
-		return fmt.Errorf("polling open: %w", err)
-	}
-	hs, err := c.setSilence(open)
-	if err != nil {
-		cancel()
-		return err
-	}
-	p.url += "&sid=" + hs.SID
-	if err := p.post("40"); err != nil {
-		cancel()
-		return fmt.Errorf("polling connect: %w", err)
-	}
-	for i := 0; i < 100; i++ {
-		body, err := p.get()
-		if err != nil {
-			cancel()
-			return fmt.Errorf("polling connect: %w", err)
-		}
-		connected := false
-		for _, pkt := range bytes.Split(body, []byte{0x1e}) {
-			switch {
-			case bytes.HasPrefix(pkt, []byte("40")):
-				connected = true
-			case len(pkt) == 1 && pkt[0] == '2':
-				if err := p.post("3"); err != nil {
-					cancel()
-					return err
-				}
-			case connected:
-				// Packets after CONNECT in the same payload.
-				if _, err := c.handle(pkt); err != nil {
-					cancel()
-					return err
-				}
-			}
-		}
-		if connected {
-			return nil
-		}
-	}
-	cancel()
-	return errors.New("polling connect: no CONNECT after 100 polls")
-}
-
-func (c *client) readLoopPolling() error {
-	p := c.poll
-	for {
-		body, err := p.get()
-		if err != nil {
-			return err
-		}
-		for len(body) > 0 {
-			pkt := body
-			if i := bytes.IndexByte(body, 0x1e); i >= 0 {
-				pkt, body = body[:i], body[i+1:]
-			} else {
-				body = nil
-			}
-			reply, err := c.handle(pkt)
-			if err != nil {
-				return err
-			}
-			if reply != nil {
-				if err := p.post(string(reply)); err != nil {
-					return err
-				}
-			}
-		}
-	}
-}
-
 // ---- both transports ----
 
 var pong = []byte("3")
@@ -292,8 +170,8 @@ func (c *client) handle(p []byte) ([]byte, error) {
 	}
 	switch p[0] {
 	case '2': // ping
-		c.lastPing = c.r.now()
-		c.pings++
+		c.lastPing.Store(c.r.now())
+		c.pings.Add(1)
 		return pong, nil
 	case '1':
 		return nil, errors.New("server closed the Engine.IO session")
@@ -320,6 +198,8 @@ func (c *client) handle(p []byte) ([]byte, error) {
 		}
 	case '3':
 		c.onAck(p)
+	case '0':
+		c.onConnect()
 	case '1':
 		return nil, errors.New("server disconnected the socket")
 	case '4':
@@ -351,7 +231,7 @@ func (c *client) onAck(p []byte) {
 }
 
 // call emits event with a JSON payload and waits for its acknowledgement
-// (register and login of senders; WebSocket only).
+// (register and login of senders).
 func (c *client) call(ctx context.Context, event string, payload any) ([]byte, error) {
 	b, err := json.Marshal([]any{event, payload})
 	if err != nil {
@@ -359,7 +239,7 @@ func (c *client) call(ctx context.Context, event string, payload any) ([]byte, e
 	}
 	c.nextAck++
 	frame := "42" + strconv.FormatInt(setupAckBase+c.nextAck, 10) + string(b)
-	if err := c.writeText([]byte(frame)); err != nil {
+	if err := c.send([]byte(frame)); err != nil {
 		return nil, err
 	}
 	select {
@@ -367,12 +247,5 @@ func (c *client) call(ctx context.Context, event string, payload any) ([]byte, e
 		return a, nil
 	case <-ctx.Done():
 		return nil, fmt.Errorf("%s: no acknowledgement: %w", event, ctx.Err())
-	}
-}
-
-// closePolling ends a polling client's requests; its reader returns.
-func (c *client) closePolling() {
-	if c.poll != nil {
-		c.poll.cancel()
 	}
 }

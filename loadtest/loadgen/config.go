@@ -7,8 +7,8 @@
 // Socket.IO library), one goroutine per connection reading into a reused
 // buffer, and no JSON decoding of `new message`: each message text carries
 // a marker `lt:<run>:<seq>:<sendUnixNano>` found with bytes.Index, and its
-// sequence number indexes per-message counters. A share of the clients can
-// use HTTP long-polling instead of WebSocket.
+// sequence number indexes per-message counters. Clients can also start on
+// HTTP long-polling, and stay there or upgrade as browsers do (transport.go).
 //
 // It only ever connects to loopback addresses.
 package loadgen
@@ -53,8 +53,14 @@ type Config struct {
 	// Settle is a quiet pause after everyone is connected, before messages
 	// (or before Hold): its server CPU is reported as the idle cost.
 	Settle time.Duration
+	// Transport of every client, senders included: TransportWebSocket
+	// (the default: a WebSocket from the start), TransportPolling (HTTP
+	// long-polling, never upgrades) or TransportUpgrade (long-polling,
+	// then the Engine.IO upgrade to WebSocket, as the stock socket.io
+	// client does).
+	Transport string
 	// Polling is the share (0..1) of non-sender clients that use HTTP
-	// long-polling instead of WebSocket.
+	// long-polling only, whatever Transport says.
 	Polling float64
 	// Idle mode connects Clients, holds them for Hold and measures memory
 	// per connection; no senders, no messages.
@@ -99,8 +105,18 @@ type Config struct {
 	Progress io.Writer
 }
 
+// The values of Config.Transport (-transport).
+const (
+	TransportWebSocket = "websocket"
+	TransportPolling   = "polling"
+	TransportUpgrade   = "upgrade"
+)
+
 // Defaults fills the zero fields.
 func (c *Config) Defaults() {
+	if c.Transport == "" {
+		c.Transport = TransportWebSocket
+	}
 	if c.Duration == 0 {
 		c.Duration = 30 * time.Second
 	}
@@ -162,6 +178,8 @@ func (c *Config) Validate() error {
 		return errors.New("-rate must be above 0")
 	case !c.Idle && c.Messages < 1:
 		return errors.New("-messages (or -rate × -duration) must be at least 1")
+	case c.Transport != TransportWebSocket && c.Transport != TransportPolling && c.Transport != TransportUpgrade:
+		return fmt.Errorf("-transport must be websocket, polling or upgrade, not %q", c.Transport)
 	case c.Polling < 0 || c.Polling > 1:
 		return errors.New("-polling is a share between 0 and 1")
 	case c.Ramp <= 0:

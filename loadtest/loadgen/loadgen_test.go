@@ -3,6 +3,7 @@ package loadgen
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"math"
@@ -479,5 +480,64 @@ func TestRunAgainstCluster(t *testing.T) {
 		if !strings.Contains(tbl.String(), want) {
 			t.Fatalf("no %q in the table:\n%s", want, tbl.String())
 		}
+	}
+}
+
+// TestTransports runs every client (senders included) on each transport
+// against the real server: deliveries exact, and with transport upgrade
+// every client upgraded (2probe, 3probe, pause, 5) with nothing held long.
+func TestTransports(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a server")
+	}
+	url := startServer(t)
+	for _, tr := range []string{TransportWebSocket, TransportPolling, TransportUpgrade} {
+		t.Run(tr, func(t *testing.T) {
+			const clients, msgs = 40, 60
+			res, err := Run(context.Background(), Config{
+				URL: url, Clients: clients, Senders: 3, Rate: 60, Messages: msgs, Duration: 5 * time.Second,
+				Drain: 10 * time.Second, Settle: 100 * time.Millisecond, Transport: tr, Ack: true, XFF: true,
+				ServerPID: os.Getpid(), MaxRun: time.Minute,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !res.OK {
+				t.Fatalf("problems %v, errors %v, upgrade %+v", res.Problems, res.FirstErrors, res.Upgrade)
+			}
+			if res.Delivered != clients*msgs || res.Expected != clients*msgs || res.Duplicates != 0 || res.AcksOK != msgs {
+				t.Fatalf("delivered %d expected %d duplicates %d acks %d", res.Delivered, res.Expected, res.Duplicates, res.AcksOK)
+			}
+			if res.Transport != tr {
+				t.Fatalf("transport %q", res.Transport)
+			}
+			wantPolling := 0
+			if tr == TransportPolling {
+				wantPolling = clients
+			}
+			if res.PollingClients != wantPolling {
+				t.Fatalf("%d clients on polling at the end, want %d", res.PollingClients, wantPolling)
+			}
+			switch tr {
+			case TransportUpgrade:
+				u := res.Upgrade
+				if u == nil || u.Attempted != clients || u.Completed != clients || u.Failed != 0 || u.Time.N != clients {
+					t.Fatalf("upgrade %+v", u)
+				}
+			default:
+				if res.Upgrade != nil {
+					t.Fatalf("upgrade %+v without upgrades", res.Upgrade)
+				}
+			}
+			if tr != TransportWebSocket && (res.EventWait.N < clients || res.EventWait.MaxMs > 1000) {
+				t.Fatalf("event wait %+v", res.EventWait)
+			}
+			var tbl strings.Builder
+			res.WriteTable(&tbl)
+			if want := fmt.Sprintf("%d of %d", clients*msgs, clients*msgs); !strings.Contains(tbl.String(), want) ||
+				tr == TransportUpgrade && !strings.Contains(tbl.String(), "40 of 40 completed") {
+				t.Fatalf("table:\n%s", tbl.String())
+			}
+		})
 	}
 }

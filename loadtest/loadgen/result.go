@@ -22,8 +22,11 @@ type Result struct {
 	RunID      string   `json:"run_id"`
 	Start      string   `json:"start"`
 
-	Clients         int     `json:"clients"`
-	Senders         int     `json:"senders"`
+	Clients   int    `json:"clients"`
+	Senders   int    `json:"senders"`
+	Transport string `json:"transport"` // websocket, polling or upgrade
+	// PollingClients: clients on long-polling at the end (-polling share,
+	// transport polling, and upgrades that did not happen).
 	PollingClients  int     `json:"polling_clients"`
 	Rate            float64 `json:"rate"`
 	MessagesPlanned int     `json:"messages_planned"`
@@ -97,6 +100,11 @@ type Result struct {
 		RSSMB            float64 `json:"rss_mb"`
 	} `json:"loadgen"`
 	Idle *IdleResult `json:"idle,omitempty"`
+	// Upgrade: transport upgrade, what became of the upgrades.
+	Upgrade *UpgradeResult `json:"upgrade,omitempty"`
+	// EventWait: packets of polling-first clients held before they went
+	// on the wire (a POST in flight, or the upgrade's pause).
+	EventWait EventWait `json:"event_wait"`
 	// Servers: one entry per -url when there are several.
 	Servers []ServerPart `json:"servers,omitempty"`
 	// BusLag: with -bus-lag, the servers' chat_bus_lag_seconds over the
@@ -147,6 +155,28 @@ type BusLag struct {
 	MetricsDelivered int64 `json:"metrics_delivered,omitempty"`
 }
 
+// UpgradeResult counts the Engine.IO upgrades of transport upgrade.
+type UpgradeResult struct {
+	Attempted int64 `json:"attempted"`
+	Completed int64 `json:"completed"`
+	// Failed: probes that did not end in an upgrade. Before `3probe` the
+	// client stays on polling; Stalled ones failed after it, which leaves
+	// engine.io-client paused until its ping timeout.
+	Failed  int64          `json:"failed"`
+	Stalled int64          `json:"stalled"`
+	Reasons map[string]int `json:"reasons,omitempty"` // failure reason → count
+	// Time: from the Engine.IO open (first GET) to the upgrade done.
+	Time Summary `json:"time"`
+}
+
+// EventWait is the time packets waited between being emitted and going
+// on the wire (polling-first clients only; a WebSocket write is at once).
+type EventWait struct {
+	N      int64   `json:"n"`
+	Over1s int64   `json:"over_1s"`
+	MaxMs  float64 `json:"max_ms"`
+}
+
 // IdleResult is what -idle measures.
 type IdleResult struct {
 	HoldS                 float64 `json:"hold_s"`
@@ -172,7 +202,18 @@ func (res *Result) WriteTable(w io.Writer) {
 	}
 	fmt.Fprintf(tw, "== loadgen %s (%s) %s\n", res.Mode, title, status)
 	row("url", "%s", res.URL)
-	row("clients", "%d (%d senders, %d polling)", res.Clients, res.Senders, res.PollingClients)
+	row("clients", "%d (%d senders), transport %s; %d on polling at the end", res.Clients, res.Senders, res.Transport, res.PollingClients)
+	if u := res.Upgrade; u != nil {
+		line := fmt.Sprintf("%d of %d completed, %d failed (%d stalled after 3probe); open → upgraded p50 %.1f ms, p99 %.1f ms, max %.1f ms",
+			u.Completed, u.Attempted, u.Failed, u.Stalled, u.Time.P50, u.Time.P99, u.Time.Max)
+		if len(u.Reasons) > 0 {
+			line += "; " + reasonsText(u.Reasons)
+		}
+		row("upgrades", "%s", line)
+	}
+	if res.EventWait.N > 0 {
+		row("packets held", "%d, longest %.1f ms, %d over 1 s", res.EventWait.N, res.EventWait.MaxMs, res.EventWait.Over1s)
+	}
 	row("connect", "%d ok, %d failed in %.2fs; p50 %.1f ms, p99 %.1f ms, max %.1f ms",
 		res.Connect.OK, res.Connect.Failed, res.Connect.TotalS, res.Connect.P50, res.Connect.P99, res.Connect.Max)
 	if res.Mode == "messages" {

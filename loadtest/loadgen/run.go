@@ -69,6 +69,13 @@ type run struct {
 
 	readers sync.WaitGroup
 
+	// polling-first clients (transport.go)
+	waitN, waitOver1s, waitMax atomic.Int64 // packets held before sending; longest wait (ns)
+	upgAttempted, upgCompleted atomic.Int64
+	upgFailed, upgStalled      atomic.Int64
+	upgReasons                 map[string]int // guarded by errMu
+	upgradeTime                Hist           // Engine.IO open → upgrade done
+
 	pingOnce                  sync.Once
 	pingInterval, pingTimeout int64 // ms, from the first Engine.IO open packet
 }
@@ -157,7 +164,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.MaxRun)
 	defer cancel()
-	r := &run{cfg: cfg, ctx: ctx, base: time.Now(), runID: newRunID(), firstErr: map[string]string{}}
+	r := &run{cfg: cfg, ctx: ctx, base: time.Now(), runID: newRunID(), firstErr: map[string]string{}, upgReasons: map[string]int{}}
 	if r.cfg.Prefix == "" {
 		r.cfg.Prefix = "lt" + r.runID
 	}
@@ -214,7 +221,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	res := &Result{
 		Tool: "loadgen", Label: cfg.Label, ServerName: cfg.ServerName, Scenario: cfg.Scenario,
 		Mode: "messages", URL: cfg.URL, Start: time.Now().UTC().Format(time.RFC3339),
-		Clients: cfg.Clients, Senders: cfg.Senders, Rate: cfg.Rate, MessagesPlanned: cfg.Messages,
+		Clients: cfg.Clients, Senders: cfg.Senders, Rate: cfg.Rate, MessagesPlanned: cfg.Messages, Transport: cfg.Transport,
 		LoadAvgStart: loadAvg(), GoMaxProcs: runtime.GOMAXPROCS(0), RunID: r.runID,
 	}
 	if cfg.Idle {
@@ -347,6 +354,7 @@ func (r *run) setupSenders() error {
 			defer wg.Done()
 			defer func() { <-sem }()
 			c := &client{r: r, idx: i, t: r.targetOf(i), sender: true, setupAck: make(chan []byte, 1)}
+			c.setTransport(r.cfg.Transport)
 			if err := r.connectOne(ctx, c); err != nil {
 				errs[i] = err
 				return
@@ -370,7 +378,9 @@ func (r *run) setupSenders() error {
 	return errors.Join(errs...)
 }
 
-// connectOne connects c, records its connect time, and starts its reader.
+// connectOne connects c and records its connect time; a polling-first
+// client's reader is started by connectPolling, a WebSocket one's socket
+// is on an event loop.
 func (r *run) connectOne(ctx context.Context, c *client) error {
 	if r.m > 0 {
 		c.seen = make([]uint64, (r.m+63)/64)
@@ -382,43 +392,67 @@ func (r *run) connectOne(ctx context.Context, c *client) error {
 	} else {
 		err = c.connectWS(ctx)
 	}
+	if err == nil {
+		c.connectedAt = time.Now()
+		// It may have ended already (before it was counted): then it
+		// is a failed connect, not a disconnect.
+		c.life.Lock()
+		if c.dead.Load() {
+			err = fmt.Errorf("ended while connecting: %w", c.deathErr)
+		} else {
+			c.registered = true
+		}
+		c.life.Unlock()
+	}
 	if err != nil {
+		c.closePolling()
 		r.connectFail.Add(1)
 		r.noteErr("connect", err)
 		return err
 	}
-	c.connectedAt = time.Now()
-	r.connectDur[c.idx] = c.connectedAt.Sub(start)
+	end := c.connectedAt
+	if !c.connAt.IsZero() {
+		end = c.connAt
+	}
+	r.connectDur[c.idx] = end.Sub(start)
 	r.clients[c.idx] = c
 	r.connected.Add(1)
 	r.alive.Add(1)
-	if c.polling {
-		r.readers.Add(1)
-		go func() {
-			defer r.readers.Done()
-			r.onDead(c, c.readLoopPolling())
-		}()
-	}
 	return nil
 }
 
 // onDead records the end of c's connection (once).
 func (r *run) onDead(c *client, err error) {
-	if c.dead.Swap(true) || r.closing.Load() {
+	c.life.Lock()
+	if c.dead.Swap(true) {
+		c.life.Unlock()
+		return
+	}
+	reg := c.registered
+	if !reg {
+		c.deathErr = err
+	}
+	c.life.Unlock()
+	if !reg || r.closing.Load() {
 		return
 	}
 	// The server (or the network) ended it during the run.
 	r.disconnects.Add(1)
 	kind := "websocket"
-	if c.polling {
+	switch {
+	case c.upgrade && c.onWSNow():
+		kind = "upgraded to websocket"
+	case c.upgrade:
+		kind = "polling, upgrade not done"
+	case c.polling:
 		kind = "polling"
 	}
 	lastPing := "no ping yet"
-	if c.lastPing > 0 {
-		lastPing = fmt.Sprintf("last ping %s before", time.Duration(r.now()-c.lastPing).Round(time.Millisecond))
+	if lp := c.lastPing.Load(); lp > 0 {
+		lastPing = fmt.Sprintf("last ping %s before", time.Duration(r.now()-lp).Round(time.Millisecond))
 	}
 	r.noteErr("disconnect", fmt.Errorf("client %d (%s, connected %s before, %d pings answered, %s): %w",
-		c.idx, kind, time.Since(c.connectedAt).Round(time.Millisecond), c.pings, lastPing, err))
+		c.idx, kind, time.Since(c.connectedAt).Round(time.Millisecond), c.pings.Load(), lastPing, err))
 	r.deadDelivered.Add(c.delivered.Load())
 	r.alive.Add(-1)
 }
@@ -447,13 +481,19 @@ func (r *run) connectRest() time.Time {
 		if r.ctx.Err() != nil {
 			break
 		}
-		// Spread the polling share evenly: client j polls when the
+		// Spread the -polling share evenly: client j polls (and never
+		// upgrades), whatever -transport says, when the
 		// running total of cfg.Polling crosses an integer.
 		polling := int(float64(j+1)*cfg.Polling) > npoll
 		if polling {
 			npoll++
 		}
-		c := &client{r: r, idx: cfg.Senders + j, t: r.targetOf(cfg.Senders + j), polling: polling}
+		c := &client{r: r, idx: cfg.Senders + j, t: r.targetOf(cfg.Senders + j)}
+		if polling {
+			c.setTransport(TransportPolling)
+		} else {
+			c.setTransport(cfg.Transport)
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -700,7 +740,7 @@ func (r *run) sendLoop(s *sender) {
 			r.sentSrv[seq].Store(int32(s.c.t.idx))
 		}
 		r.sentAt[seq].Store(r.now())
-		if err := s.c.writeText(buf); err != nil {
+		if err := s.c.send(buf); err != nil {
 			r.sentAt[seq].Store(0)
 			r.sendFail.Add(1)
 			r.noteErr("send", err)
@@ -768,15 +808,14 @@ func (r *run) finish(res *Result, srv *procWatch) {
 		res.PingIntervalMs, res.PingTimeoutMs = r.pingInterval, r.pingTimeout
 	}
 	res.LoadAvgEnd = loadAvg()
-	if cfg := r.cfg; cfg.Polling > 0 {
-		n := 0
-		for _, c := range r.clients {
-			if c != nil && c.polling {
-				n++
-			}
+	n := 0
+	for _, c := range r.clients {
+		if c != nil && c.polling && !c.onWSNow() {
+			n++
 		}
-		res.PollingClients = n
 	}
+	res.PollingClients = n
+	r.finishTransport(res)
 	if len(srv.pids) == 1 && !srv.ok {
 		res.Problems = append(res.Problems, fmt.Sprintf("could not read /proc/%d: %v", srv.pids[0], srv.err))
 	} else if len(srv.pids) > 1 && !srv.ok {

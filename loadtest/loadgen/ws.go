@@ -108,15 +108,15 @@ func appendFrame(dst []byte, op byte, payload []byte, mask [4]byte) []byte {
 	return dst
 }
 
-// upgrade performs the WebSocket opening handshake on conn and returns the
-// bytes that followed the response (the first frames, often).
-func (c *client) upgrade(conn net.Conn) ([]byte, error) {
+// upgradeTo performs the WebSocket opening handshake for path on conn and
+// returns the bytes that followed the response (the first frames, often).
+func (c *client) upgradeTo(conn net.Conn, path string) ([]byte, error) {
 	var key [16]byte
 	rand.Read(key[:])
 	k := base64.StdEncoding.EncodeToString(key[:])
 	var req strings.Builder
 	fmt.Fprintf(&req, "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
-		"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n", c.r.wsPath, c.t.hostport, k)
+		"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n", path, c.t.hostport, k)
 	if c.r.cfg.XFF {
 		fmt.Fprintf(&req, "X-Forwarded-For: %s\r\n", c.xff())
 	}
@@ -211,7 +211,7 @@ func (c *client) connectWS(ctx context.Context) error {
 		deadline = d
 	}
 	conn.SetDeadline(deadline)
-	rest, err := c.upgrade(conn)
+	rest, err := c.upgradeTo(conn, c.r.wsPath)
 	if err != nil {
 		return err
 	}
@@ -249,31 +249,40 @@ func (c *client) connectWS(ctx context.Context) error {
 		}
 		return fmt.Errorf("unexpected packet during connect: %.60q", p)
 	}
-	// Hand off: a duplicate of the descriptor survives conn.Close, which
-	// removes the original from Go's poller. The duplicate shares the
-	// open file, so it is non-blocking too.
-	sc, ok2 := conn.(syscall.Conn)
-	if !ok2 {
-		return errors.New("not a syscall.Conn")
-	}
-	rc, err := sc.SyscallConn()
+	fd, err := detach(conn)
 	if err != nil {
 		return err
 	}
-	fd := -1
-	var derr error
-	if err := rc.Control(func(f uintptr) { fd, derr = syscall.Dup(int(f)) }); err != nil {
-		return err
-	}
-	if derr != nil {
-		return fmt.Errorf("dup: %w", derr)
-	}
-	conn.Close()
 	ok = true
 	c.fd = fd
 	c.pend = hr.buf
 	c.r.loops[c.idx%len(c.r.loops)].add(c)
 	return nil
+}
+
+// detach takes conn's socket out of Go's poller for an event loop: a
+// duplicate of the descriptor survives conn.Close, which removes the
+// original from the poller. The duplicate shares the open file, so it is
+// non-blocking too. conn is closed on success.
+func detach(conn net.Conn) (int, error) {
+	sc, ok := conn.(syscall.Conn)
+	if !ok {
+		return -1, errors.New("not a syscall.Conn")
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd := -1
+	var derr error
+	if err := rc.Control(func(f uintptr) { fd, derr = syscall.Dup(int(f)) }); err != nil {
+		return -1, err
+	}
+	if derr != nil {
+		return -1, fmt.Errorf("dup: %w", derr)
+	}
+	conn.Close()
+	return fd, nil
 }
 
 // maskKey returns a fresh masking key.
