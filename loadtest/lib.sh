@@ -82,3 +82,23 @@ keep_logs() {
     log "logs kept in $keep"
   fi
 }
+
+# keep_results <store> <new>: merges the JSON lines of this run (<new>)
+# into the kept raw results (<store>, created if missing). Every line
+# carries "group" (what a subset run names: a scenario, a ladder, a
+# workload/bus/size) and "batch" (the run of the script it came from); a
+# group this run measured replaces that group's old lines, every other
+# group's lines are kept. Meta lines (tool "meta") stay while a line of
+# their batch does. The Markdown report is then generated from <store>.
+keep_results() {
+  local store="$1" new="$2" merged
+  mkdir -p "$(dirname "$store")"
+  [ -f "$store" ] || : >"$store"
+  merged="$(mktemp "$store.XXXXXX")" || return 1
+  jq -nc --slurpfile old "$store" --slurpfile new "$new" '
+    ($new | map(select(.tool != "meta") | .group) | unique) as $groups
+    | ($old | map(select(.tool == "meta" or (.group as $g | $groups | index($g) | not)))) as $kept
+    | ($kept | map(select(.tool != "meta") | .batch) | unique) as $live
+    | ($kept | map(select(.tool != "meta" or (.batch as $b | $live | index($b))))) + $new
+    | .[]' >"$merged" && mv "$merged" "$store"
+}

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Scale-out benchmark: 1, 2 and 3 Go servers on one database, relaying over
 # each bus (PostgreSQL LISTEN/NOTIFY, NATS), under the same load from
-# loadtest/cmd/loadgen; writes loadtest/SCALE.md.
+# loadtest/cmd/loadgen; keeps the raw results in loadtest/results/SCALE.jsonl
+# (a run replaces only the workload/bus/size combinations it measured) and
+# writes loadtest/SCALE.md from them.
 #
 #   loadtest/scale.sh            # full: 3 workloads x 2 buses x 1..3 servers x RUNS runs (about 21 min)
 #   loadtest/scale.sh --quick    # 200 clients x 10 msg/s x 5 s, 1 run each (about 1 min); prints the report only
@@ -56,6 +58,8 @@ if [ "$mode" = quick ]; then
   SCENARIOS=c200r10
 fi
 PGURL_BASE="postgres://postgres@127.0.0.1:5432"
+store="$here/results/SCALE.jsonl"
+batch="$(date -u '+%Y-%m-%dT%H:%M:%SZ')"
 
 srv_pids=()
 srv_ports=()
@@ -189,14 +193,15 @@ run_one() {
     failed=1
     return 1
   fi
+  out="$(printf '%s\n' "$out" | jq -c --arg g "$scen/$bus/$n" --arg b "$batch" '. + {group: $g, batch: $b}')"
   printf '%s\n' "$out" >>"$results"
   # The servers' own errors during the run (before they are stopped: the
   # shutdown's own "context canceled" does not count), for the report.
   local errs first
   errs="$(cat "$tmp"/server-"$dbn"-"$bus"-*.log 2>/dev/null | grep -c 'level=ERROR')"
   first="$(cat "$tmp"/server-"$dbn"-"$bus"-*.log 2>/dev/null | grep -m1 'level=ERROR' | cut -c1-300)"
-  jq -nc --arg s "$scen" --arg b "$bus" --argjson n "$n" --arg l "run $run" --argjson e "${errs:-0}" --arg f "$first" \
-    '{tool:"serverlog", scenario:$s, server_name:$b, n_servers:$n, label:$l, errors:$e, first_error:$f}' >>"$results"
+  jq -nc --arg s "$scen" --arg b "$bus" --argjson n "$n" --arg l "run $run" --argjson e "${errs:-0}" --arg f "$first" --arg batch "$batch" \
+    '{tool:"serverlog", scenario:$s, server_name:$b, n_servers:$n, label:$l, errors:$e, first_error:$f, group:"\($s)/\($b)/\($n)", batch:$batch}' >>"$results"
   printf '%s\n' "$out" | jq -r --arg s "$scen" --arg b "$bus" --arg n "$n" --arg r "$run" \
     '"\($s) \($b) \($n) server(s) run \($r): ok=\(.ok) delivered=\(.delivered)/\(.expected) dups=\(.duplicates) \(.deliveries_per_s|floor)/s fanout p50=\(.fanout.p50_ms)ms p99=\(.fanout.p99_ms)ms server=\(.server.cpu_us_per_delivery)us/delivery (\(.server.cpu_messages_pct|floor)%) bus_lag=\(if .bus_lag then "p50 \(.bus_lag.p50_ms)ms p99 \(.bus_lag.p99_ms)ms n=\(.bus_lag.n)" else "-" end)\(if (.problems|length)>0 then " PROBLEMS: \(.problems|join("; "))" else "" end)"' >&2
   if [ "$status" != 0 ]; then
@@ -289,19 +294,21 @@ jq -nc --arg args "$meta_args" --arg date "$(date -u '+%Y-%m-%d %H:%M UTC')" \
   --arg la0 "$loadavg_start (1, 5, 15 min; $(nproc) cores)" --arg la1 "$(cut -d' ' -f1-3 /proc/loadavg)" \
   --arg settings "RUNS=$RUNS MSG_SECONDS=$MSG_SECONDS BUSES=\"$BUSES\" SERVERS=\"$SERVERS\"; $((SECONDS - start_s)) s in all" \
   --arg notes "$notes" \
-  '{tool:"meta", meta:{args:$args, date:$date, cpu:$cpu, nproc:$nproc, ram:$ram, kernel:$kernel, go:$go,
+  --arg batch "$batch" \
+  '{tool:"meta", batch:$batch, meta:{args:$args, date:$date, cpu:$cpu, nproc:$nproc, ram:$ram, kernel:$kernel, go:$go,
     postgres:$postgres, nats:$nats, commit:$commit, loadavg_start:$la0, loadavg_end:$la1, settings:$settings, notes:$notes}}' >>"$results"
 for scen in $SCENARIOS; do
-  jq -nc --arg k "scenario.$scen" --arg v "$(scenario_title "$scen")" '{tool:"meta", meta:{($k):$v}}' >>"$results"
+  jq -nc --arg k "scenario.$scen" --arg v "$(scenario_title "$scen")" --arg batch "$batch" '{tool:"meta", batch:$batch, meta:{($k):$v}}' >>"$results"
 done
 
 if [ "$mode" = quick ]; then
   "$bin/scalereport" <"$results" || die "report failed"
 else
-  "$bin/scalereport" <"$results" >"$tmp/SCALE.md" || die "report failed"
+  keep_results "$store" "$results" || die "could not merge into $store"
+  "$bin/scalereport" <"$store" >"$tmp/SCALE.md" || die "report failed"
   cp "$tmp/SCALE.md" "$here/SCALE.md"
   cp "$results" "$tmp/scale-results.log" # kept with the logs if asked
-  log "wrote $here/SCALE.md"
+  log "kept the raw results in $store; wrote $here/SCALE.md from them"
 fi
 [ "$failed" = 0 ] || log "some runs were not exact or failed: see the report"
 exit "$failed"
