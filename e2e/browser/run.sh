@@ -5,14 +5,16 @@
 # tests against it, and stops it. Exits non-zero if anything fails.
 #   bash e2e/browser/run.sh
 # Screenshots land in e2e/browser/out/. E2E_PORT_MIN/E2E_PORT_MAX bound the
-# ports tried (default 3100..3199). The suite takes about 2.5 minutes on two
-# shared cores; 420 s is the hard stop. test/node-reference.test.js runs the
+# ports tried (default 3100..3199). The suite takes about 4 minutes on two
+# shared cores; 600 s is the hard stop. test/node-reference.test.js runs the
 # same page against the Node reference server (loadtest/reference) and skips
 # itself without PostgreSQL on 127.0.0.1:5432 or that folder's node_modules.
 # test/failover*.test.js run a primary and a backup on PostgreSQL (a
 # throw-away e2e_fo_* database) behind nginx, kill the primary and watch the
-# pages move to the backup; they skip without nginx or PostgreSQL, except
-# under CI=true, where they fail.
+# pages move to the backup; test/report-nginx.test.js does the same behind
+# the report's own nginx block (test/report-nginx.conf: no Host, no Upgrade,
+# no X-Forwarded-For) and brings the primary back. They skip without nginx or
+# PostgreSQL, except under CI=true, where they fail.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -91,9 +93,9 @@ mkdir -p out
 # The files named on the command line, or every test file.
 if [ "$#" -gt 0 ]; then files=("$@"); else files=(test/*.test.js); fi
 log "running ${#files[@]} test file(s) against $base"
-# Every test sets its own timeout (45..60 s). Node 20 also applies
+# Every test sets its own timeout (45..180 s). Node 20 also applies
 # --test-timeout to each test *file* as a whole, and chat.test.js alone takes
 # about 45 s on two idle cores: 240 s keeps a loaded machine from failing a
-# file whose tests all pass; `timeout 420` still bounds the run.
+# file whose tests all pass; `timeout 600` still bounds the run.
 BASE_URL="$base" CHATD_BIN="$tmp/chatd" \
-  timeout 420 node --test --test-concurrency=1 --test-timeout=240000 "${files[@]}"
+  timeout 600 node --test --test-concurrency=1 --test-timeout=240000 "${files[@]}"

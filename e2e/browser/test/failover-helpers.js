@@ -11,7 +11,7 @@
 // the reason (`T.skip`), and under CI=true they fail instead (`mustRun`).
 // Every process started here is stopped and every database dropped by
 // closeAll() (each test file's after hook), and also when the run is cut
-// short (SIGTERM from run.sh's `timeout 420`, SIGINT, exit).
+// short (SIGTERM from run.sh's `timeout 600`, SIGINT, exit).
 'use strict';
 
 const assert = require('node:assert/strict');
@@ -75,9 +75,12 @@ function tail(file, n = 30) {
 }
 
 class Cluster {
-  // env(ports) gives extra environment for both chat servers.
-  constructor(env = () => ({})) {
+  // env(ports) gives extra environment for both chat servers; conf is the
+  // nginx configuration to run, relative to the repository (nginx.conf, or
+  // test/report-nginx.conf for the report's own block).
+  constructor(env = () => ({}), conf = 'nginx.conf') {
     this.env = env;
+    this.conf = conf;
     this.db = 'e2e_fo_' + crypto.randomBytes(5).toString('hex');
     this.dbMade = false;
     this.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'chat-e2e-fo-'));
@@ -116,9 +119,30 @@ class Cluster {
     throw new Error(`${name} did not answer ${url}:\n${tail(this.logFile(name))}`);
   }
 
+  // startChat starts one chat server and waits until it is up. Like nginx
+  // (see startNginx), it counts as up only when its own log says it is
+  // listening and it still runs: a health check alone may be answered by
+  // another run's server that took the port first. Before nginx runs (whose
+  // configuration names the ports), a lost port is chosen again.
   async startChat(name) {
+    for (let attempt = 1; ; attempt++) {
+      const logFrom = fs.existsSync(this.logFile(name)) ? fs.statSync(this.logFile(name)).size : 0;
+      try {
+        await this.startChatOnce(name, logFrom);
+        return;
+      } catch (err) {
+        const said = fs.readFileSync(this.logFile(name), 'utf8').slice(logFrom);
+        if (attempt >= 3 || this.procs.nginx || !/address already in use/i.test(said)) throw err;
+        console.log(`# ${name} lost port ${this.ports[name]} to another process; trying another`);
+        this.ports[name] = await freePort(usedPorts);
+        usedPorts.push(this.ports[name]);
+      }
+    }
+  }
+
+  async startChatOnce(name, logFrom) {
     const log = fs.openSync(this.logFile(name), 'a');
-    this.procs[name] = spawn(BIN, [], {
+    const proc = spawn(BIN, [], {
       env: {
         ...process.env,
         DATABASE_URL: `${PG}/${this.db}?sslmode=disable`,
@@ -127,34 +151,69 @@ class Cluster {
       },
       stdio: ['ignore', log, log],
     });
+    this.procs[name] = proc;
     fs.closeSync(log);
+    const listening = () => fs.readFileSync(this.logFile(name), 'utf8').slice(logFrom).match(/msg=listening|"msg":"listening"/);
+    const deadline = Date.now() + 20000;
+    while (alive(proc) && !listening() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    if (!alive(proc) || !listening()) throw new Error(`${name} did not start:\n${tail(this.logFile(name))}`);
     await this.waitHealthy(`http://127.0.0.1:${this.ports[name]}/healthz`, name);
   }
 
-  // startNginx runs nginx with the repository's nginx.conf, rewritten
-  // exactly as test/failover/cluster_test.go does.
+  // startNginx runs nginx with the repository's nginx.conf (or this.conf),
+  // rewritten exactly as test/failover/cluster_test.go does: the ports only.
+  // Its port was free when chosen, but another run on this machine can take
+  // it before nginx binds (the chat servers start in between): then nginx
+  // gives up, and a health check on that port would be answered by someone
+  // else's server. So nginx counts as up only once it has written its pid
+  // file (after binding) and still runs; a lost port is chosen again.
   async startNginx() {
-    let conf = fs.readFileSync(path.join(REPO, 'nginx.conf'), 'utf8');
+    for (let attempt = 1; ; attempt++) {
+      const logFrom = fs.existsSync(this.logFile('nginx')) ? fs.statSync(this.logFile('nginx')).size : 0;
+      try {
+        await this.startNginxOnce();
+        return;
+      } catch (err) {
+        const said = fs.readFileSync(this.logFile('nginx'), 'utf8').slice(logFrom);
+        if (attempt >= 3 || !/Address already in use/.test(said)) throw err;
+        console.log(`# nginx lost port ${this.ports.nginx} to another process; trying another`);
+        this.ports.nginx = await freePort(usedPorts);
+        usedPorts.push(this.ports.nginx);
+      }
+    }
+  }
+
+  async startNginxOnce() {
+    let conf = fs.readFileSync(path.join(REPO, this.conf), 'utf8');
     for (const [from, to] of [
       ['127.0.0.1:3000', `127.0.0.1:${this.ports.primary}`],
       ['127.0.0.1:3001', `127.0.0.1:${this.ports.backup}`],
       ['listen 80;', `listen 127.0.0.1:${this.ports.nginx};`],
     ]) {
-      assert.ok(conf.includes(from), `nginx.conf has no ${from} to rewrite`);
+      assert.ok(conf.includes(from), `${this.conf} has no ${from} to rewrite`);
       conf = conf.split(from).join(to);
     }
     const prefix = path.join(this.dir, 'nginx');
+    const pidFile = path.join(prefix, 'nginx.pid');
     fs.mkdirSync(path.join(prefix, 'logs'), { recursive: true });
     fs.chmodSync(prefix, 0o777); // workers run as nobody when started by root
     fs.writeFileSync(path.join(prefix, 'nginx.conf'), conf);
+    fs.rmSync(pidFile, { force: true });
     const log = fs.openSync(this.logFile('nginx'), 'a');
-    this.procs.nginx = spawn(NGINX, ['-p', prefix, '-c', path.join(prefix, 'nginx.conf'),
-      '-g', `daemon off; pid ${prefix}/nginx.pid; error_log ${prefix}/error.log;`], {
+    const proc = spawn(NGINX, ['-p', prefix, '-c', path.join(prefix, 'nginx.conf'),
+      '-g', `daemon off; pid ${pidFile}; error_log ${prefix}/error.log;`], {
       stdio: ['ignore', log, log],
       detached: true, // its own process group, so the workers can be reached too
     });
+    this.procs.nginx = proc;
     fs.closeSync(log);
+    const deadline = Date.now() + 20000;
+    while (alive(proc) && !fs.existsSync(pidFile) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    if (!alive(proc) || !fs.existsSync(pidFile)) {
+      throw new Error(`nginx did not start on port ${this.ports.nginx}:\n${tail(this.logFile('nginx'))}`);
+    }
     await this.waitHealthy(`http://127.0.0.1:${this.ports.nginx}/healthz`, 'nginx');
+    if (!alive(proc)) throw new Error(`nginx exited after start-up:\n${tail(this.logFile('nginx'))}`);
   }
 
   kill(name) { this.procs[name].kill('SIGKILL'); }
@@ -221,7 +280,7 @@ class Cluster {
   }
 }
 
-// Nothing may outlive the test, the databases neither: `timeout 420` in
+// Nothing may outlive the test, the databases neither: `timeout 600` in
 // run.sh sends SIGTERM to the whole process group, Ctrl-C SIGINT.
 process.on('exit', () => { for (const c of clusters) c.emergency(); });
 for (const sig of ['SIGINT', 'SIGTERM']) {
@@ -554,4 +613,4 @@ async function failover(cluster, label, opts = {}) {
   }
 }
 
-module.exports = { T, mustRun, Cluster, failover, closeAll, RECOVER_LIMIT_MS };
+module.exports = { T, mustRun, Cluster, failover, closeAll, openTracked, psql, RECOVER_LIMIT_MS };
