@@ -1,13 +1,16 @@
-// Package sioclient is a small Socket.IO v5 client over an Engine.IO v4
-// WebSocket, for this project's tests.
+// Package sioclient is a small Socket.IO v5 client over Engine.IO v4, for
+// this project's tests: over a WebSocket (the default), or over HTTP
+// long-polling (Options.Transport "polling"), which is what every browser
+// gets behind a proxy that does not forward the WebSocket upgrade.
 //
 // It exists because the tests need a client that is predictable: they count
-// goroutines and must know that Close ends every one of them, and the Go
-// client module cannot emit over long-polling. The npm socket.io-client, the
-// one users have, is exercised separately in test/compat.
+// goroutines and must know that Close ends every one of them (WebSocket), and
+// the Go client module cannot emit over long-polling. The npm
+// socket.io-client, the one users have, is exercised separately in
+// test/compat.
 //
-// It speaks the default namespace only, text packets only, and never
-// reconnects.
+// It speaks the default namespace only, text packets only, never upgrades
+// from polling to WebSocket, and never reconnects.
 package sioclient
 
 import (
@@ -15,23 +18,19 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/gorilla/websocket"
 )
 
 // Options configures Dial.
 type Options struct {
 	// Auth is sent as the handshake's auth payload.
 	Auth map[string]any
-	// Header is added to the WebSocket upgrade request.
+	// Header is added to the WebSocket upgrade request, or to every HTTP
+	// request of the polling transport.
 	Header http.Header
 	// OnEvent is called for each event from the server, in order, on the
 	// connection's reader goroutine; it must not block for long. It is
@@ -43,17 +42,29 @@ type Options struct {
 	// 127.0.0.2), so that tests can look like many clients to a proxy that
 	// hashes client addresses.
 	LocalAddr string
+	// Transport is "websocket" (the default when empty) or "polling".
+	Transport string
+	// RequestTimeout bounds each HTTP request of the polling transport,
+	// from the moment it is sent. Zero means no bound: like a browser's
+	// XHR, a request then lasts until the server or a proxy answers it.
+	//
+	// Polling requests are never cancelled by the client otherwise: when
+	// Dial's context ends, when the server falls silent, or on Close, the
+	// connection ends at once but a request already sent stays open until
+	// it is answered (or RequestTimeout), as engine.io-client's requests
+	// do. This matters behind a proxy: nginx counts a failure of an
+	// upstream server (and moves on to the backup) only when a request to
+	// it errs or times out, never when the client gives up first.
+	RequestTimeout time.Duration
 }
 
 // Conn is one Socket.IO connection. Its methods are safe for concurrent use.
-// Close ends its goroutine.
+// Close ends its reader goroutine.
 type Conn struct {
-	ws   *websocket.Conn
+	tr   transport
 	opts Options
 	// SID is the Socket.IO session id the server assigned.
 	SID string
-
-	wmu sync.Mutex // serialises writes to ws
 
 	mu      sync.Mutex
 	nextAck uint64
@@ -68,58 +79,47 @@ type Conn struct {
 	silence time.Duration
 }
 
+// transport carries Engine.IO packets, as strings, in both directions.
+type transport interface {
+	// read returns the next packet from the server, failing if none comes
+	// before deadline (zero: no deadline).
+	read(deadline time.Time) (string, error)
+	// write sends one packet to the server.
+	write(pkt string) error
+	// close ends the transport: a read in progress returns.
+	close()
+}
+
 // ErrClosed is returned by calls on a connection that has ended.
 var ErrClosed = errors.New("sioclient: connection closed")
 
 // Dial connects to the Socket.IO server at base (http://host:port) and
 // completes the Engine.IO and Socket.IO handshakes.
 func Dial(ctx context.Context, base string, opts Options) (*Conn, error) {
-	u, err := url.Parse(base)
+	c := &Conn{opts: opts, acks: map[uint64]chan []any{}, done: make(chan struct{})}
+	var err error
+	switch opts.Transport {
+	case "", "websocket":
+		c.tr, err = dialWebSocket(ctx, base, opts)
+	case "polling":
+		c.tr, err = dialPolling(ctx, base, opts)
+	default:
+		return nil, fmt.Errorf("sioclient: unknown transport %q", opts.Transport)
+	}
 	if err != nil {
 		return nil, err
 	}
-	switch u.Scheme {
-	case "http":
-		u.Scheme = "ws"
-	case "https":
-		u.Scheme = "wss"
-	}
-	u.Path = "/socket.io/"
-	u.RawQuery = "EIO=4&transport=websocket"
-	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second, ReadBufferSize: 4096, WriteBufferSize: 4096}
-	if opts.LocalAddr != "" {
-		ip := net.ParseIP(opts.LocalAddr)
-		if ip == nil {
-			return nil, fmt.Errorf("sioclient: bad local address %q", opts.LocalAddr)
-		}
-		nd := &net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}, Timeout: 10 * time.Second}
-		d.NetDialContext = nd.DialContext
-	}
-	ws, resp, err := d.DialContext(ctx, u.String(), opts.Header)
-	if err != nil {
-		if resp != nil {
-			body := make([]byte, 200)
-			n, _ := io.ReadFull(resp.Body, body)
-			resp.Body.Close()
-			return nil, fmt.Errorf("sioclient: dial: %w: %s %q", err, resp.Status, body[:n])
-		}
-		return nil, fmt.Errorf("sioclient: dial: %w", err)
-	}
-	c := &Conn{ws: ws, opts: opts, acks: map[uint64]chan []any{}, done: make(chan struct{})}
-	if deadline, ok := ctx.Deadline(); ok {
-		ws.SetReadDeadline(deadline)
-	}
-	if err := c.handshake(); err != nil {
-		ws.Close()
+	deadline, _ := ctx.Deadline()
+	if err := c.handshake(ctx, deadline); err != nil {
+		c.tr.close()
 		return nil, err
 	}
-	ws.SetReadDeadline(time.Time{})
 	go c.read()
 	return c, nil
 }
 
-func (c *Conn) handshake() error {
-	_, open, err := c.ws.ReadMessage()
+func (c *Conn) handshake(ctx context.Context, deadline time.Time) error {
+	open, err := c.tr.read(deadline)
 	if err != nil {
 		return fmt.Errorf("sioclient: engine.io open: %w", err)
 	}
@@ -129,7 +129,7 @@ func (c *Conn) handshake() error {
 	var hs struct {
 		PingInterval, PingTimeout int64
 	}
-	if err := json.Unmarshal(open[1:], &hs); err == nil && hs.PingInterval > 0 {
+	if err := json.Unmarshal([]byte(open[1:]), &hs); err == nil && hs.PingInterval > 0 {
 		c.silence = time.Duration(hs.PingInterval+hs.PingTimeout) * time.Millisecond
 	}
 	connect := "40"
@@ -140,20 +140,23 @@ func (c *Conn) handshake() error {
 		}
 		connect += string(b)
 	}
-	if err := c.write(connect); err != nil {
+	if err := c.tr.write(connect); err != nil {
 		return err
 	}
 	for {
-		_, msg, err := c.ws.ReadMessage()
+		if ctx.Err() != nil {
+			return fmt.Errorf("sioclient: socket.io connect: %w", ctx.Err())
+		}
+		s, err := c.tr.read(deadline)
 		if err != nil {
 			return fmt.Errorf("sioclient: socket.io connect: %w", err)
 		}
-		s := string(msg)
 		switch {
 		case s == "2":
-			if err := c.write("3"); err != nil {
+			if err := c.tr.write("3"); err != nil {
 				return err
 			}
+		case s == "6": // noop (polling)
 		case strings.HasPrefix(s, "40"):
 			var ok struct{ SID string }
 			json.Unmarshal([]byte(s[2:]), &ok)
@@ -167,12 +170,7 @@ func (c *Conn) handshake() error {
 	}
 }
 
-func (c *Conn) write(s string) error {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	c.ws.SetWriteDeadline(time.Now().Add(10 * time.Second))
-	return c.ws.WriteMessage(websocket.TextMessage, []byte(s))
-}
+func (c *Conn) write(s string) error { return c.tr.write(s) }
 
 // Emit sends an event without asking for an acknowledgement.
 func (c *Conn) Emit(event string, args ...any) error {
@@ -229,15 +227,13 @@ func (c *Conn) Err() error {
 func (c *Conn) Done() <-chan struct{} { return c.done }
 
 // Close sends a Socket.IO disconnect and closes the connection. It waits for
-// the reader goroutine to end.
+// the reader goroutine to end. (Over polling, a request already sent may
+// outlive it: see Options.RequestTimeout.)
 func (c *Conn) Close() error {
 	c.write("41")
-	c.wmu.Lock()
-	c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
-	c.wmu.Unlock()
-	err := c.ws.Close()
+	c.tr.close()
 	<-c.done
-	return err
+	return nil
 }
 
 func (c *Conn) read() {
@@ -249,22 +245,23 @@ func (c *Conn) read() {
 		}
 		c.err = err
 		c.mu.Unlock()
-		c.ws.Close()
+		c.tr.close()
 		close(c.done)
 		if c.opts.OnClose != nil {
 			c.opts.OnClose(err)
 		}
 	}()
 	for {
+		var deadline time.Time
 		if c.silence > 0 {
-			c.ws.SetReadDeadline(time.Now().Add(c.silence))
+			deadline = time.Now().Add(c.silence)
 		}
-		var msg []byte
-		_, msg, err = c.ws.ReadMessage()
+		var msg string
+		msg, err = c.tr.read(deadline)
 		if err != nil {
 			return
 		}
-		if err = c.handle(string(msg)); err != nil {
+		if err = c.handle(msg); err != nil {
 			return
 		}
 	}
