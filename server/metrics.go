@@ -18,6 +18,16 @@ type metrics struct {
 	logins      *prometheus.CounterVec
 }
 
+// The label values of chat_rate_limited_total{limit}, chat_store_errors_total{op}
+// and chat_logins_total{outcome}: every value a WithLabelValues call in this
+// package passes.
+var (
+	rejectionLimits = []string{"connections_per_ip", "auth_per_ip", "auth_per_proxy", "login_per_user",
+		"messages_per_user", "pages_per_socket", "slow_peer", "origin"}
+	storeErrorOps = []string{"history", "register", "login", "send", "older"}
+	loginOutcomes = []string{"ok", "failed"}
+)
+
 func newMetrics(s *Server) *metrics {
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
@@ -48,6 +58,20 @@ func newMetrics(s *Server) *metrics {
 		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "chat_logins_total", Help: "Login attempts by outcome.",
 		}, []string{"outcome"}),
+	}
+	// Every label value the code can produce starts at zero, so a fresh
+	// /metrics already has each series: dashboards show 0 rather than "no
+	// data", and an alert on rate(...) > 0 works from the first event
+	// instead of from the second. TestMetricsPresentFromStart keeps these
+	// lists in step with the WithLabelValues calls in this package.
+	for _, l := range rejectionLimits {
+		m.rejections.WithLabelValues(l)
+	}
+	for _, op := range storeErrorOps {
+		m.storeErrors.WithLabelValues(op)
+	}
+	for _, o := range loginOutcomes {
+		m.logins.WithLabelValues(o)
 	}
 	m.reg.MustRegister(m.stored, m.delivered, m.ackLatency, m.rejections, m.storeErrors, m.busLag, m.logins,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
