@@ -599,7 +599,7 @@ func openPostgres(ctx context.Context, cfg config, log *slog.Logger) (*postgres.
 		}
 		last = err
 		next := "none, giving up"
-		if i+1 < len(plan) {
+		if i+1 < len(plan) && time.Since(start) <= cfg.dbConnectTimeout {
 			next = max(time.Until(start.Add(plan[i+1])), 0).Round(time.Millisecond).String()
 		}
 		log.Warn("PostgreSQL not reachable yet", "attempt", fmt.Sprintf("%d of %d", n, len(plan)), "database", where,
