@@ -1,6 +1,8 @@
 // Package failover runs the deployment of the report's section 3.1 for real:
 // the chat binary as primary and backup on one PostgreSQL, behind nginx with
-// the repository's nginx.conf, and breaks it while clients chat.
+// the repository's nginx.conf (WebSocket clients) or with the report's own
+// block as printed (test/report-nginx.conf, long-polling clients), and
+// breaks it while clients chat.
 package failover
 
 import (
@@ -112,18 +114,50 @@ func newClusterOf(t *testing.T, conf string, names []string, env ...string) *clu
 		c.addrs[fmt.Sprintf("127.0.0.1:%d", 3000+i)] = name
 	}
 	os.Chmod(c.dir, 0o755) // nginx workers run as nobody when started by root
-	c.bin = filepath.Join(c.dir, "chatd")
-	build := exec.Command("go", "build", "-o", c.bin, ".")
-	build.Dir = repoRoot(t)
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	c.bin = chatdBinary(t)
 	for _, name := range names {
 		c.start(name)
 	}
 	c.startNginx(ngx)
 	t.Cleanup(c.stopAll)
 	return c
+}
+
+var chatd struct {
+	once sync.Once
+	dir  string
+	bin  string
+	err  error
+}
+
+// chatdBinary builds the server once for the whole package.
+func chatdBinary(t *testing.T) string {
+	t.Helper()
+	chatd.once.Do(func() {
+		chatd.dir, chatd.err = os.MkdirTemp("", "failover-chatd-")
+		if chatd.err != nil {
+			return
+		}
+		os.Chmod(chatd.dir, 0o755)
+		chatd.bin = filepath.Join(chatd.dir, "chatd")
+		build := exec.Command("go", "build", "-o", chatd.bin, ".")
+		build.Dir = repoRoot(t)
+		if out, err := build.CombinedOutput(); err != nil {
+			chatd.err = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if chatd.err != nil {
+		t.Fatal(chatd.err)
+	}
+	return chatd.bin
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if chatd.dir != "" {
+		os.RemoveAll(chatd.dir)
+	}
+	os.Exit(code)
 }
 
 func (c *cluster) url() string { return fmt.Sprintf("http://127.0.0.1:%d", c.ports["nginx"]) }
@@ -135,7 +169,7 @@ func (c *cluster) start(name string) {
 		"PORT="+fmt.Sprint(c.ports[name]), "ADDR=127.0.0.1",
 		"DATABASE_URL="+c.dsn, "HISTORY_LIMIT=0",
 		"PING_INTERVAL="+pingInterval, "PING_TIMEOUT="+pingTimeout,
-		"LOG_LEVEL=info",
+		"LOG_LEVEL=info", "LAME_DUCK="+lameDuck.String(),
 		// The cheapest bcrypt: 50 users register at once, and this test
 		// is about failover, not password hashing.
 		"BCRYPT_COST=4")

@@ -21,6 +21,7 @@ import (
 // unacknowledged messages, resent with their ids until acknowledged.
 type user struct {
 	name, url string
+	transport string // "websocket" or "polling"
 	local     string // source address to connect from; "" for any
 	passive   bool   // closed for good at some point: not checked at the end
 	lastErr   error  // the last send or connect failure, for diagnosis
@@ -30,20 +31,43 @@ type user struct {
 	token    string
 	conn     *sioclient.Conn
 	seen     map[int64]string // every message this user was shown: id → "user:text"
-	liveDups int              // a `new message` repeated on one connection
-	live     map[int64]bool   // ids delivered live on the current connection
+	dups     []dup            // a message id shown twice on one connection
+	cur      int              // number of the connection being opened or open (1, 2, …)
+	tries    map[string]int   // client id → how often it was sent
+	shown    map[int64]string // ids shown on the current connection → "history" or "live"
+	closes   map[string]int   // why connections ended → how often
 	online   []string         // the last `get users`
 	outbox   []pending
+	sending  string           // client id of the message whose ack is awaited
 	acked    map[string]int64 // client id → server id
-	ackTimes []time.Time
+	acks     []ack
 	connects int
+	connTime []time.Time   // when each connection was up (session resumed)
 	resumed  chan struct{} // closed when the current connection's session is confirmed
 }
 
 type pending struct{ cid, text string }
 
+// dup is a message shown a second time on one connection: how it came
+// first and then ("history" or "live").
+type dup struct {
+	id          int64
+	conn        int
+	first, then string
+}
+
+func (d dup) String() string {
+	return fmt.Sprintf("id %d on connection %d (%s, then %s)", d.id, d.conn, d.first, d.then)
+}
+
+// ack is one acknowledged message: when, and on which connection (1, 2, …).
+type ack struct {
+	at   time.Time
+	conn int
+}
+
 func newUser(url, name string) *user {
-	return &user{name: name, url: url, seen: map[int64]string{}, acked: map[string]int64{}}
+	return &user{name: name, url: url, transport: "websocket", seen: map[int64]string{}, acked: map[string]int64{}}
 }
 
 func (u *user) onEvent(name string, args []any) {
@@ -53,15 +77,10 @@ func (u *user) onEvent(name string, args []any) {
 	case "load all messages":
 		list, _ := args[0].([]any)
 		for _, it := range list {
-			u.record(it)
+			u.show(it, "history")
 		}
 	case "new message":
-		if id := u.record(args[0]); id != 0 {
-			if u.live[id] {
-				u.liveDups++
-			}
-			u.live[id] = true
-		}
+		u.show(args[0], "live")
 	case "get users":
 		u.online = u.online[:0]
 		list, _ := args[0].([]any)
@@ -77,15 +96,53 @@ func (u *user) onEvent(name string, args []any) {
 	}
 }
 
-func (u *user) record(v any) int64 {
-	m, _ := v.(map[string]any)
-	id, _ := m["id"].(float64)
-	if id == 0 {
-		return 0
+// onClose counts why a connection ended, by the error's text without
+// session ids and addresses.
+func (u *user) onClose(err error) {
+	reason := "closed"
+	if err != nil {
+		reason = err.Error()
 	}
-	u.seen[int64(id)] = fmt.Sprint(m["user"], ":", m["msg"])
-	return int64(id)
+	if i := strings.Index(reason, "sid="); i >= 0 {
+		reason = reason[:i]
+	}
+	if i := strings.Index(reason, "http://"); i >= 0 {
+		reason = reason[:i]
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.closes == nil {
+		u.closes = map[string]int{}
+	}
+	u.closes[reason]++
 }
+
+// show records a message shown on the current connection; one shown twice
+// there (in the history, live, or both) is a double.
+func (u *user) show(v any, how string) {
+	m, _ := v.(map[string]any)
+	f, _ := m["id"].(float64)
+	id := int64(f)
+	if id == 0 {
+		return
+	}
+	if first := u.shown[id]; first != "" {
+		u.dups = append(u.dups, dup{id, u.cur, first, how})
+	} else {
+		u.shown[id] = how
+	}
+	u.seen[id] = fmt.Sprint(m["user"], ":", m["msg"])
+}
+
+// dialTimeout is how long a connection attempt may take: socket.io-client's
+// default `timeout` (20 s), after which it gives up and tries again.
+const dialTimeout = 20 * time.Second
+
+// requestTimeout bounds each polling request: above nginx's default
+// proxy_read_timeout (60 s), so that, as with a browser's requests, nginx
+// ends a request to a hung server before the client does (see
+// sioclient.Options.RequestTimeout).
+const requestTimeout = 90 * time.Second
 
 // connect dials through nginx until it works (bounded by ctx) and, with a
 // token, waits until the server confirms the resumed session.
@@ -95,17 +152,16 @@ func (u *user) connect(ctx context.Context) error {
 		token := u.token
 		resumed := make(chan struct{})
 		u.resumed = resumed
-		u.live = map[int64]bool{}
+		u.shown = map[int64]string{}
+		u.cur = u.connects + 1
 		u.mu.Unlock()
 		var auth map[string]any
 		if token != "" {
 			auth = map[string]any{"token": token}
 		}
-		// socket.io-client waits 20 s for a connection; a shorter wait
-		// would give up before nginx (6 s read timeout) moves on from a
-		// hung primary to the backup.
-		dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		conn, err := sioclient.Dial(dctx, u.url, sioclient.Options{Auth: auth, OnEvent: u.onEvent, LocalAddr: u.local})
+		dctx, cancel := context.WithTimeout(ctx, dialTimeout)
+		conn, err := sioclient.Dial(dctx, u.url, sioclient.Options{Auth: auth, OnEvent: u.onEvent, LocalAddr: u.local,
+			Transport: u.transport, RequestTimeout: requestTimeout, OnClose: u.onClose})
 		cancel()
 		if err == nil && token != "" {
 			select {
@@ -121,6 +177,7 @@ func (u *user) connect(ctx context.Context) error {
 			u.mu.Lock()
 			u.conn = conn
 			u.connects++
+			u.connTime = append(u.connTime, time.Now())
 			u.mu.Unlock()
 			return nil
 		}
@@ -188,8 +245,17 @@ func (u *user) flush(ctx context.Context) error {
 			return nil
 		}
 		p := u.outbox[0]
+		u.sending = p.cid
+		if u.tries == nil {
+			u.tries = map[string]int{}
+		}
+		u.tries[p.cid]++
+		conn := u.connects
 		u.mu.Unlock()
 		a, err := u.call(ctx, "send message", p.text, map[string]any{"id": p.cid})
+		u.mu.Lock()
+		u.sending = ""
+		u.mu.Unlock()
 		if err != nil {
 			return err
 		}
@@ -203,7 +269,7 @@ func (u *user) flush(ctx context.Context) error {
 			return fmt.Errorf("%s: message %s acknowledged twice", u.name, p.cid)
 		}
 		u.acked[p.cid] = int64(id)
-		u.ackTimes = append(u.ackTimes, time.Now())
+		u.acks = append(u.acks, ack{time.Now(), conn})
 		u.outbox = u.outbox[1:]
 		u.mu.Unlock()
 	}
@@ -250,6 +316,34 @@ func (u *user) close() {
 	}
 }
 
+// back returns how long after t0 the user was back: its first connection
+// opened after t0 up (session resumed), and, for a sender, its first
+// message acknowledged on such a connection. ok is false while it is not.
+func (u *user) back(t0 time.Time, sender bool) (d time.Duration, ok bool) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	first := 0 // number of the first connection opened after t0
+	for i, at := range u.connTime {
+		if at.After(t0) {
+			first = i + 1
+			d = at.Sub(t0)
+			break
+		}
+	}
+	if first == 0 {
+		return 0, false
+	}
+	if !sender {
+		return d, true
+	}
+	for _, a := range u.acks {
+		if a.conn >= first && a.at.After(t0) {
+			return a.at.Sub(t0), true
+		}
+	}
+	return 0, false
+}
+
 type dbMsg struct {
 	id              int64
 	user, text, cid string
@@ -278,13 +372,26 @@ func dbMessages(t *testing.T, dsn string) []dbMsg {
 
 // checkInvariants: every submitted message acknowledged once and stored
 // once, and every user's view equal to the database, nothing missing,
-// nothing doubled.
-func checkInvariants(t *testing.T, dsn string, users []*user) (submitted, stored int) {
+// nothing doubled. It returns how many messages were submitted and stored,
+// how many times a message was shown live after the history that had it
+// (see below), and how many of those were resent messages.
+func checkInvariants(t *testing.T, dsn string, users []*user) (submitted, stored, repeats, resentRepeats int) {
 	t.Helper()
 	rows := dbMessages(t, dsn)
 	byCID := map[string][]dbMsg{}
 	for _, m := range rows {
 		byCID[m.cid] = append(byCID[m.cid], m)
+	}
+	// Messages some client had to send more than once.
+	resent := map[int64]bool{}
+	for _, u := range users {
+		u.mu.Lock()
+		for cid, n := range u.tries {
+			if id, ok := u.acked[cid]; ok && n > 1 {
+				resent[id] = true
+			}
+		}
+		u.mu.Unlock()
 	}
 	for _, u := range users {
 		u.mu.Lock()
@@ -314,15 +421,40 @@ func checkInvariants(t *testing.T, dsn string, users []*user) (submitted, stored
 		if len(u.seen) != len(rows) {
 			t.Errorf("%s: view has %d messages, database %d", u.name, len(u.seen), len(rows))
 		}
-		if u.liveDups > 0 {
-			t.Errorf("%s: %d messages delivered twice on one connection", u.name, u.liveDups)
+		// A message shown in the history of a new connection and then
+		// live on it: the server sends a message live once per server,
+		// after its history if it comes late, and late comes when (a)
+		// the primary stored it just before it died and the client
+		// resends it through the backup (server/handlers.go, onSend:
+		// the only way users get a message whose server died between
+		// commit and broadcast), or (b) the backup learns of a message
+		// the primary stored over the bus only after a user's history
+		// on the backup was read (seen in the graceful stop, while the
+		// primary still serves during its lame duck). Our page drops
+		// such a repeat by id (public/app.js, insertMessage); a client
+		// that ignores ids (the seed's page) shows it twice. Counted and
+		// reported, not failed. Any other repeat on one connection is a
+		// double.
+		var doubles []dup
+		for _, d := range u.dups {
+			if d.first == "history" && d.then == "live" {
+				repeats++
+				if resent[d.id] {
+					resentRepeats++
+				}
+			} else {
+				doubles = append(doubles, d)
+			}
+		}
+		if len(doubles) > 0 {
+			t.Errorf("%s: %d messages shown twice on one connection: %v", u.name, len(doubles), doubles[:min(5, len(doubles))])
 		}
 		u.mu.Unlock()
 	}
 	if len(rows) != submitted {
 		t.Errorf("database holds %d messages, users submitted %d", len(rows), submitted)
 	}
-	return submitted, len(rows)
+	return submitted, len(rows), repeats, resentRepeats
 }
 
 // gaps returns, per sending user, the time from its last acknowledgement
@@ -332,11 +464,11 @@ func gaps(users []*user, t0 time.Time) []time.Duration {
 	for _, u := range users {
 		u.mu.Lock()
 		var before, after time.Time
-		for _, at := range u.ackTimes {
-			if at.Before(t0) {
-				before = at
+		for _, a := range u.acks {
+			if a.at.Before(t0) {
+				before = a.at
 			} else if after.IsZero() {
-				after = at
+				after = a.at
 			}
 		}
 		u.mu.Unlock()
@@ -355,32 +487,110 @@ func pct(d []time.Duration, p float64) time.Duration {
 	return d[min(len(d)-1, int(float64(len(d))*p))]
 }
 
+func spread(d []time.Duration) string {
+	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+	return fmt.Sprintf("p50 %v, p99 %v, max %v", pct(d, 0.5).Round(time.Millisecond),
+		pct(d, 0.99).Round(time.Millisecond), pct(d, 1).Round(time.Millisecond))
+}
+
 const (
 	nUsers   = 50
 	nSenders = 25
+	// Each sender queues a message this often.
+	sendPeriod = 150 * time.Millisecond
 )
 
-// The targets are 2 s after a crash and 20 s after a hang; the test prints
-// the measured gaps. It fails only far beyond them (a failover that does not
-// happen), since these shared machines are too noisy for timed assertions.
+// front is one way of putting nginx in front of the primary and the backup,
+// with the clients that get through it.
+type front struct {
+	name      string // subtest name
+	conf      string // nginx configuration in the repository
+	transport string // what every client ends up on through it
+}
+
+var (
+	// Ours: WebSocket upgrades forwarded, 6 s read timeout, max_fails=1.
+	ours = front{"nginx.conf", "nginx.conf", "websocket"}
+	// The report's block as printed: no Upgrade forwarded, so every
+	// client (socket.io-client included) stays on long-polling; nginx's
+	// default 60 s proxy_read_timeout, max_fails=1, fail_timeout=10s.
+	report = front{"report", "test/report-nginx.conf", "polling"}
+)
+
+// scenario is one way the primary breaks and how soon every client must be
+// back on the backup.
+type scenario struct {
+	name   string
+	brk    func(c *cluster)         // signals the primary
+	settle func(c *cluster)         // then, if set, waits for it
+	target map[string]time.Duration // front name → when every client must be back
+	// inFlight: break only while messages are in flight, and report them.
+	inFlight bool
+}
+
+// Targets. A crash (SIGKILL): the kernel refuses the primary's port at
+// once, so nginx moves to the backup at the first request and clients are
+// back within 2 s. A graceful stop (SIGTERM): the server hands its clients
+// over during its lame-duck time (LAME_DUCK, 3 s), so all are back within
+// that plus a margin. A hang (SIGSTOP): clients notice after PING_INTERVAL
+// + PING_TIMEOUT (8 s) and nginx.conf's 6 s read timeout moves requests to
+// the backup: back within 20 s.
+//
+// Behind the report's block a hang cannot meet 20 s. The hung primary
+// still accepts connections (the kernel does that), and nginx marks it down
+// only when a request to it fails, here when one times out after nginx's
+// default proxy_read_timeout of 60 s (the first to do so is a poll that was
+// out when the primary stopped). Until then every request, each new
+// connection's handshake included, goes to the hung primary and waits:
+// clients notice the silence after 8 s and try again every 20 s
+// (socket.io-client's connect timeout), in vain. The first attempt after
+// nginx has marked the primary down reaches the backup: measured 70-71 s
+// after the hang (attempts at 8, 28, 48, 68 s; down at about 58 s). The
+// bound is what this allows at worst: 60 s + one connect timeout (20 s)
+// + 5 s for the reconnection itself (hangReportBound).
+//
+// The test asserts each target plus noiseMargin: on the shared 2-core
+// machines these tests run on, 50 clients reconnecting at once to a
+// CPU-starved backup took up to 2.8 s after a crash under -race (1.3-1.9 s
+// without), while the time that is failover's own (nginx moving on, the
+// clients noticing) is milliseconds. The log says whether the target
+// itself was met.
 const (
-	crashBound = 10 * time.Second
-	hangBound  = 40 * time.Second
+	noiseMargin = 1500 * time.Millisecond
+	crashTarget = 2 * time.Second
+	lameDuck    = 3 * time.Second // the server's default LAME_DUCK
+	stopTarget  = lameDuck + 2*time.Second
+	hangTarget  = 20 * time.Second
+	// nginx's default proxy_read_timeout (60 s), a connect timeout, and
+	// the reconnection: see above.
+	hangReportBound = 60*time.Second + dialTimeout + 5*time.Second
 )
 
-// runFailover starts 50 users through nginx, half of them sending, breaks
-// the primary with brk, and checks that everyone carries on on the backup
-// with nothing lost or doubled. It returns the cluster and users for more.
-func runFailover(t *testing.T, scenario string, brk func(c *cluster), maxGap time.Duration) (*cluster, []*user, context.CancelFunc) {
-	c := newCluster(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+var (
+	kill = scenario{name: "kill", brk: func(c *cluster) { c.signal("primary", syscall.SIGKILL) },
+		target: map[string]time.Duration{ours.name: crashTarget, report.name: crashTarget}, inFlight: true}
+	stop = scenario{name: "term", brk: func(c *cluster) { c.signal("primary", syscall.SIGTERM) },
+		settle: func(c *cluster) { c.waitExit("primary", lameDuck+15*time.Second) }, target: map[string]time.Duration{ours.name: stopTarget, report.name: stopTarget}}
+	hang = scenario{name: "hang", brk: func(c *cluster) { c.signal("primary", syscall.SIGSTOP) },
+		target: map[string]time.Duration{ours.name: hangTarget, report.name: hangReportBound}}
+)
+
+// runFailover starts 50 users through nginx (fr), half of them sending,
+// breaks the primary, and checks that everyone is back on the backup within
+// the scenario's target with nothing lost or doubled. It returns the
+// cluster and users for more, and a function that stops the users.
+func runFailover(t *testing.T, fr front, sc scenario) (*cluster, []*user, func()) {
+	c := newClusterOf(t, fr.conf, []string{"primary", "backup"})
+	target := sc.target[fr.name]
+	ctx, cancel := context.WithTimeout(context.Background(), target+90*time.Second)
 	t.Cleanup(cancel)
 
 	users := make([]*user, nUsers)
 	var wg sync.WaitGroup
 	errs := make(chan error, nUsers)
 	for i := range users {
-		users[i] = newUser(c.url(), fmt.Sprintf("%s%02d", scenario, i))
+		users[i] = newUser(c.url(), fmt.Sprintf("%s%02d", sc.name, i))
+		users[i].transport = fr.transport
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -409,30 +619,58 @@ func runFailover(t *testing.T, scenario string, brk func(c *cluster), maxGap tim
 		if i >= nSenders {
 			send = func() bool { return false }
 		}
-		go func() { defer chatting.Done(); u.chat(chatCtx, send, 150*time.Millisecond) }()
+		go func() { defer chatting.Done(); u.chat(chatCtx, send, sendPeriod) }()
 	}
+	stopUsers := func() {
+		stopChat()
+		chatting.Wait()
+		for _, u := range users {
+			u.close()
+		}
+	}
+	t.Cleanup(stopUsers)
 
 	time.Sleep(2 * time.Second)
+	if sc.inFlight {
+		// The bad moment: break the primary while several messages are
+		// between a client and their acknowledgement.
+		waitInFlight(t, users[:nSenders], 3, 5*time.Second)
+	}
 	t0 := time.Now()
-	brk(c)
-	t.Logf("%s: primary broken at %s", scenario, t0.Format("15:04:05.000"))
-
-	// Everyone must be back (reconnected and resumed) and sending again.
-	deadline := time.Now().Add(maxGap + 10*time.Second)
-	for {
-		back := 0
-		for _, u := range users[:nSenders] {
-			u.mu.Lock()
-			if n := len(u.ackTimes); n > 0 && u.ackTimes[n-1].After(t0) {
-				back++
-			}
-			u.mu.Unlock()
+	sc.brk(c)
+	var inFlight []string // client ids sent and not yet acknowledged at t0
+	for _, u := range users[:nSenders] {
+		u.mu.Lock()
+		if u.sending != "" {
+			inFlight = append(inFlight, u.sending)
 		}
-		if back == nSenders {
+		u.mu.Unlock()
+	}
+	if sc.settle != nil {
+		sc.settle(c)
+	}
+	t.Logf("%s/%s: primary broken at %s with %d messages in flight", fr.name, sc.name, t0.Format("15:04:05.000"), len(inFlight))
+
+	// Everyone must be back: reconnected and resumed, and each sender
+	// with a message acknowledged on its new connection. Wait past the
+	// target so that the measurement, not the wait, decides.
+	waitLimit := target + 20*time.Second
+	deadline := time.Now().Add(waitLimit)
+	for {
+		var stuck []string
+		for i, u := range users {
+			if _, ok := u.back(t0, i < nSenders); !ok {
+				u.mu.Lock()
+				stuck = append(stuck, fmt.Sprintf("%s (connects %d, sid %s, outbox %d, last error %v)",
+					u.name, u.connects, sidOf(u.conn), len(u.outbox), u.lastErr))
+				u.mu.Unlock()
+			}
+		}
+		if len(stuck) == 0 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: only %d of %d senders acknowledged again within %v", scenario, back, nSenders, maxGap+10*time.Second)
+			t.Fatalf("%s/%s: %d of %d users not back within %v: %v", fr.name, sc.name, len(stuck), nUsers, waitLimit, stuck[:min(5, len(stuck))])
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -441,64 +679,115 @@ func runFailover(t *testing.T, scenario string, brk func(c *cluster), maxGap tim
 	sendOn = false
 	sendMu.Unlock()
 	// Drain the outboxes, then let the last deliveries arrive.
-	drainBy := time.Now().Add(15 * time.Second)
-	for {
-		left := 0
-		for _, u := range users {
-			u.mu.Lock()
-			left += len(u.outbox)
-			u.mu.Unlock()
-		}
-		if left == 0 || time.Now().After(drainBy) {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	drain(users, 15*time.Second)
 	time.Sleep(time.Second)
 
+	var resumed, resent []time.Duration
+	for i, u := range users {
+		d, _ := u.back(t0, false)
+		resumed = append(resumed, d)
+		if i < nSenders {
+			d, _ := u.back(t0, true)
+			resent = append(resent, d)
+		}
+	}
 	g := gaps(users[:nSenders], t0)
-	submitted, stored := checkInvariants(t, c.dsn, users)
+	submitted, stored, repeats, resentRepeats := checkInvariants(t, c.dsn, users)
 	reconnects := 0
 	for _, u := range users {
 		u.mu.Lock()
 		reconnects += u.connects - 1
 		u.mu.Unlock()
 	}
-	t.Logf("%s: failover gap (last ack before → first ack after) over %d senders: p50 %v, p99 %v, max %v; "+
-		"%d messages submitted and acknowledged, %d stored, each of %d users saw all of them; %d reconnects",
-		scenario, len(g), pct(g, 0.5).Round(time.Millisecond), pct(g, 0.99).Round(time.Millisecond),
-		pct(g, 1).Round(time.Millisecond), submitted, stored, nUsers, reconnects)
-	if mx := pct(g, 1); mx > maxGap {
-		t.Errorf("%s: max failover gap %v, want under %v", scenario, mx, maxGap)
+	t.Logf("%s/%s (%s clients): back after the break: all %d users reconnected and resumed %s; "+
+		"all %d senders acknowledged again %s (target %v); gap last ack before → first after: %s",
+		fr.name, sc.name, fr.transport, nUsers, spread(resumed), nSenders, spread(resent), target, spread(g))
+	closes := map[string]int{}
+	for _, u := range users {
+		u.mu.Lock()
+		for k, n := range u.closes {
+			closes[k] += n
+		}
+		u.mu.Unlock()
 	}
-	stop := func() {
-		stopChat()
-		chatting.Wait()
-		for _, u := range users {
-			u.close()
+	t.Logf("%s/%s: %d messages submitted and acknowledged, %d stored, each of %d users saw all of them, none twice live or "+
+		"twice in a history; %d times a message came live after the history that had it (%d of them resent), dropped by id by our page; "+
+		"%d reconnects; connections ended by %v",
+		fr.name, sc.name, submitted, stored, nUsers, repeats, resentRepeats, reconnects, closes)
+	if len(inFlight) > 0 {
+		early := storedBefore(t, c.dsn, inFlight, t0)
+		t.Logf("%s/%s: of the %d messages in flight at the break, %d had been stored by the primary (their acknowledgement was lost; "+
+			"resent and stored once), %d were not (resent and stored on the backup)", fr.name, sc.name, len(inFlight), early, len(inFlight)-early)
+	}
+	mx := max(pct(resumed, 1), pct(resent, 1))
+	if mx > target+noiseMargin {
+		t.Errorf("%s/%s: the last user was back %v after the break, want within %v (+%v for a loaded machine)",
+			fr.name, sc.name, mx.Round(time.Millisecond), target, noiseMargin)
+	} else if mx > target {
+		t.Logf("%s/%s: OVER TARGET: the last user was back %v after the break, target %v; within the margin for a loaded machine",
+			fr.name, sc.name, mx.Round(time.Millisecond), target)
+	}
+	return c, users, stopUsers
+}
+
+// waitInFlight waits until at least n senders await an acknowledgement.
+func waitInFlight(t *testing.T, senders []*user, n int, limit time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for {
+		k := 0
+		for _, u := range senders {
+			u.mu.Lock()
+			if u.sending != "" {
+				k++
+			}
+			u.mu.Unlock()
+		}
+		if k >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("never %d messages in flight at once within %v", n, limit)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// storedBefore counts the messages (by client id) stored before t0.
+func storedBefore(t *testing.T, dsn string, cids []string, t0 time.Time) int {
+	t.Helper()
+	db, err := sql.Open("postgres", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	n := 0
+	for _, cid := range cids {
+		var at time.Time
+		if err := db.QueryRow(`SELECT created_at FROM chat_history WHERE client_id = $1`, cid).Scan(&at); err == nil && at.Before(t0) {
+			n++
 		}
 	}
-	t.Cleanup(stop)
-	return c, users, stop
+	return n
 }
 
-func TestFailoverKill(t *testing.T) {
-	c, users, stop := runFailover(t, "kill", func(c *cluster) { c.signal("primary", syscall.SIGKILL) }, crashBound)
-	failBack(t, c, users)
-	stop()
-}
-
-func TestFailoverGracefulStop(t *testing.T) {
-	_, _, stop := runFailover(t, "term", func(c *cluster) {
-		c.signal("primary", syscall.SIGTERM)
-		c.waitExit("primary", 15*time.Second)
-	}, crashBound)
-	stop()
-}
-
-func TestFailoverHang(t *testing.T) {
-	_, _, stop := runFailover(t, "hang", func(c *cluster) { c.signal("primary", syscall.SIGSTOP) }, hangBound)
-	stop()
+// TestFailover breaks the primary in three ways (kill, stop, hang) behind
+// two nginx configurations: ours with WebSocket clients, and the report's
+// block as printed with long-polling clients.
+func TestFailover(t *testing.T) {
+	for _, fr := range []front{ours, report} {
+		t.Run(fr.name, func(t *testing.T) {
+			for _, sc := range []scenario{kill, stop, hang} {
+				t.Run(sc.name, func(t *testing.T) {
+					c, users, stopUsers := runFailover(t, fr, sc)
+					if sc.name == "kill" && fr == ours {
+						failBack(t, c, users)
+					}
+					stopUsers()
+				})
+			}
+		})
+	}
 }
 
 // failBack restarts the primary: new users land on it while the old ones

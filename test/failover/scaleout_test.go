@@ -181,9 +181,9 @@ func testScaleOut(t *testing.T, busKind string) {
 		u.close()
 	}
 	active := slices.DeleteFunc(slices.Clone(users), func(u *user) bool { return u.passive })
-	submitted, stored := checkInvariants(t, c.dsn, active)
+	submitted, stored, repeats, _ := checkInvariants(t, c.dsn, active)
 	t.Logf("%s bus: kill-one and rolling restart of 3 servers: %d messages submitted and acknowledged, %d stored, "+
-		"each of %d users saw all of them", busKind, submitted, stored, len(active))
+		"each of %d users saw all of them (%d times live after the history that had it)", busKind, submitted, stored, len(active), repeats)
 }
 
 // waitBack waits until every sender has an acknowledgement after t0.
@@ -195,7 +195,7 @@ func waitBack(t *testing.T, senders []*user, t0 time.Time, limit time.Duration) 
 		var stuck []string
 		for _, u := range senders {
 			u.mu.Lock()
-			if k := len(u.ackTimes); k > 0 && u.ackTimes[k-1].After(t0) {
+			if k := len(u.acks); k > 0 && u.acks[k-1].at.After(t0) {
 				back++
 			} else {
 				connected := u.conn != nil && u.conn.Err() == nil
