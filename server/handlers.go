@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/chatd/chat/bus"
@@ -87,16 +88,21 @@ func (s *Server) onConnection(sock *socket.Socket) {
 		return
 	}
 	ss := &session{}
+	// drained is set once an upgraded socket's engine is known to hold
+	// no packet from before the upgrade (see sendEncoded). The hub calls
+	// sendFrames and sendEncoded under the client's lock, one at a time.
+	var drained atomic.Bool
 	c := &client{
 		send: func(ev string, args ...any) { sock.Emit(ev, args...) },
-		// A socket that has been on our WebSocket transport from the
-		// start gets broadcast frames as they are: no per-recipient
-		// encoding, no engine emitters. An upgraded one goes through the
-		// engine, which may still hold packets from before the upgrade
-		// that must go first.
+		// A socket on our WebSocket transport gets broadcast frames as
+		// they are: no per-recipient encoding, no engine emitters. That
+		// includes a socket that started on long-polling (the stock
+		// client's path) once its upgrade is done and drained; until
+		// then the engine may hold packets queued while polling, which
+		// must go first, so it goes through the engine.
 		sendFrames: func(frames []byte) bool {
 			conn := sock.Conn()
-			if conn.Upgraded() || !sock.Connected() {
+			if !sock.Connected() || (conn.Upgraded() && !drained.Load()) {
 				return false
 			}
 			t, ok := conn.Transport().(*wstransport.Transport)
@@ -108,8 +114,18 @@ func (s *Server) onConnection(sock *socket.Socket) {
 		// Written straight to the engine, past socket.Emit: the packet
 		// was encoded once for all recipients (hub.encode).
 		sendEncoded: func(e encoded) {
-			if sock.Connected() {
-				sock.Client().WriteToEngine(e.packets, &socket.WriteOptions{})
+			if !sock.Connected() {
+				return
+			}
+			_, onWS := sock.Conn().Transport().(*wstransport.Transport)
+			sock.Client().WriteToEngine(e.packets, &socket.WriteOptions{})
+			if onWS {
+				// The engine flushed this write to the WebSocket, which
+				// takes packets at once, and a flush takes everything
+				// queued before it: the engine holds nothing older now,
+				// so frames written straight to the WebSocket from here
+				// on come after all of it.
+				drained.Store(true)
 			}
 		},
 		close: func(reason string) {

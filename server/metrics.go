@@ -16,6 +16,9 @@ type metrics struct {
 	storeErrors *prometheus.CounterVec
 	busLag      prometheus.Histogram
 	logins      *prometheus.CounterVec
+	// engineCloses counts sessions that ended other than by their
+	// client leaving, and failed upgrade probes (see watchEngine).
+	engineCloses *prometheus.CounterVec
 }
 
 // The label values of chat_rate_limited_total{limit}, chat_store_errors_total{op}
@@ -26,6 +29,9 @@ var (
 		"messages_per_user", "pages_per_socket", "slow_peer", "origin"}
 	storeErrorOps = []string{"history", "register", "login", "send", "older"}
 	loginOutcomes = []string{"ok", "failed"}
+	// engineCloseReasons are the library's close reasons worth an alert,
+	// and watchEngine's own "upgrade probe closed".
+	engineCloseReasons = []string{"ping timeout", "transport error", "parse error", "upgrade probe closed"}
 )
 
 func newMetrics(s *Server) *metrics {
@@ -58,6 +64,10 @@ func newMetrics(s *Server) *metrics {
 		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "chat_logins_total", Help: "Login attempts by outcome.",
 		}, []string{"outcome"}),
+		engineCloses: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chat_engine_closes_total",
+			Help: "Connections that ended other than by their client leaving (ping timeout, transport error...), and failed upgrade probes, by reason.",
+		}, []string{"reason"}),
 	}
 	// Every label value the code can produce starts at zero, so a fresh
 	// /metrics already has each series: dashboards show 0 rather than "no
@@ -73,7 +83,10 @@ func newMetrics(s *Server) *metrics {
 	for _, o := range loginOutcomes {
 		m.logins.WithLabelValues(o)
 	}
-	m.reg.MustRegister(m.stored, m.delivered, m.ackLatency, m.rejections, m.storeErrors, m.busLag, m.logins,
+	for _, r := range engineCloseReasons {
+		m.engineCloses.WithLabelValues(r)
+	}
+	m.reg.MustRegister(m.stored, m.delivered, m.ackLatency, m.rejections, m.storeErrors, m.busLag, m.logins, m.engineCloses,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "chat_connected_sockets", Help: "Sockets connected to this server.",
 		}, func() float64 { return float64(s.hub.count()) }),

@@ -203,7 +203,7 @@ func New(cfg Config, st store.Store, log *slog.Logger) (*Server, error) {
 	// every broadcast (see package wstransport). Polling stays the
 	// library's.
 	opts.SetTransports(types.NewSet[transports.TransportCtor](
-		&transports.PollingBuilder{},
+		&pollfix.Builder{},
 		&wstransport.Builder{OnSlowPeer: func(sid string) {
 			s.met.rejections.WithLabelValues("slow_peer").Inc()
 			s.refusals.Warn(s.log, "disconnected a client that reads too slowly", "sid", sid)
@@ -215,6 +215,12 @@ func New(cfg Config, st store.Store, log *slog.Logger) (*Server, error) {
 	s.gate = newConnectGate(10 * time.Second)
 	s.engine = engine.NewServer(opts)
 	s.engine.On("connection", s.gate.attach)
+	s.engine.On("connection", func(args ...any) {
+		if conn, ok := args[0].(engine.Socket); ok {
+			pollfix.HandOverOnUpgrade(conn)
+			s.watchEngine(conn)
+		}
+	})
 	s.io.Bind(s.engine)
 
 	s.guard = newGuard(cfg.Limits)

@@ -29,8 +29,12 @@ function targetURL() {
 const VARIANTS = {
   'v4-websocket': { major: 4, eio: 4, transports: ['websocket'] },
   'v4-polling': { major: 4, eio: 4, transports: ['polling'], upgrade: false },
+  // The stock io() default, and so the path every page takes: start on
+  // long-polling, then upgrade to WebSocket.
+  'v4-upgrade': { major: 4, eio: 4, transports: ['polling', 'websocket'], upgradesTo: 'websocket' },
   'v2-websocket': { major: 2, eio: 3, transports: ['websocket'] },
   'v2-polling': { major: 2, eio: 3, transports: ['polling'], upgrade: false },
+  'v2-upgrade': { major: 2, eio: 3, transports: ['polling', 'websocket'], upgradesTo: 'websocket' },
 };
 
 function uniq(prefix = 'u') {
