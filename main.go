@@ -327,6 +327,10 @@ func newSettings(c *config) *settings {
 		"login+register attempts per second per client address; negative disables", wantRate, rate(&c.limits.AuthPerIP))
 	s.add("auth-burst-per-ip", "AUTH_BURST_PER_IP", "500",
 		"attempts one address may make at once before the rate applies", wantBurst, intIn(&c.limits.AuthBurstPerIP, positive))
+	s.add("auth-rate-per-proxy", "AUTH_RATE_PER_PROXY", "20",
+		"login+register attempts per second of all clients behind one trusted proxy that sends no X-Forwarded-For (the report's nginx block); negative disables", wantRate, rate(&c.limits.AuthPerProxy))
+	s.add("auth-burst-per-proxy", "AUTH_BURST_PER_PROXY", "600",
+		"attempts the clients behind such a proxy may make at once before the rate applies", wantBurst, intIn(&c.limits.AuthBurstPerProxy, positive))
 	s.add("login-rate-per-user", "LOGIN_RATE_PER_USER", "0.2",
 		"login attempts per second on one username, from anywhere; negative disables", wantRate, rate(&c.limits.LoginPerUser))
 	s.add("login-burst-per-user", "LOGIN_BURST_PER_USER", "10",
