@@ -7,17 +7,22 @@
 // 8 s later. Every client here must finish its upgrade, or at least stay
 // usable, and no acknowledgement may take longer than a second.
 //
+// The race needs the server to be sending to a socket while its upgrade is
+// under way, so a few logged-in users chat throughout (SENDERS x 8 msg/s,
+// within the per-user limit): every socket gets a broadcast every ~25 ms.
 // UPGRADE_BURST_TOTAL (default 3000) and UPGRADE_BURST_SIZE (default 150)
-// set the load: a defect of one in a thousand shows up with ~95 % odds.
+// set the load.
 const { test } = require('node:test');
 const assert = require('node:assert/strict');
 const { io } = require('socket.io-client');
-const { targetURL, withTimeout } = require('./lib/harness');
+const { targetURL, withTimeout, loggedIn, closeAll } = require('./lib/harness');
 
 const TOTAL = Number(process.env.UPGRADE_BURST_TOTAL || 3000);
 const BURST = Number(process.env.UPGRADE_BURST_SIZE || 150);
 const ASKS = 3; // events per client: right after connecting, then across the upgrade
 const HELD_MS = 1000;
+const SENDERS = 5;
+const SENDER_RATE = 8; // messages per second each, under MESSAGE_RATE (10)
 
 /** One client: connect, ask ASKS times, record how it went, close. */
 function oneClient(stats) {
@@ -62,14 +67,25 @@ function oneClient(stats) {
 
 test(`${TOTAL} polling-first clients in bursts of ${BURST}: every one upgrades or stays usable, no event held past ${HELD_MS} ms`, { timeout: 15 * 60 * 1000 }, async (t) => {
   const stats = { upgraded: 0, onPolling: 0, maxAck: 0, held: [], problems: [] };
+  const senders = [];
+  for (let i = 0; i < SENDERS; i++) senders.push(await loggedIn('v4-websocket', `chatter${i}`));
+  let sent = 0;
+  const chatter = setInterval(() => {
+    for (const c of senders) c.socket.emit('send message', `burst chatter ${sent++}`);
+  }, 1000 / SENDER_RATE);
   const started = Date.now();
-  for (let b = 0; b < TOTAL; b += BURST) {
-    const n = Math.min(BURST, TOTAL - b);
-    await withTimeout(Promise.all(Array.from({ length: n }, () => oneClient(stats))), 60000, `burst ${b / BURST + 1}`);
+  try {
+    for (let b = 0; b < TOTAL; b += BURST) {
+      const n = Math.min(BURST, TOTAL - b);
+      await withTimeout(Promise.all(Array.from({ length: n }, () => oneClient(stats))), 60000, `burst ${b / BURST + 1}`);
+    }
+  } finally {
+    clearInterval(chatter);
+    closeAll();
   }
   t.diagnostic(`${TOTAL} clients in ${((Date.now() - started) / 1000).toFixed(1)} s: ${stats.upgraded} upgraded, ` +
     `${stats.onPolling} finished on polling, slowest acknowledgement ${stats.maxAck} ms, ` +
-    `${stats.held.length} over ${HELD_MS} ms, ${stats.problems.length} problems`);
+    `${stats.held.length} over ${HELD_MS} ms, ${stats.problems.length} problems; ${sent} messages broadcast meanwhile`);
   assert.deepEqual(stats.problems, [], 'every client connected, stayed connected and upgraded without error');
   assert.deepEqual(stats.held, [], `no acknowledgement took longer than ${HELD_MS} ms`);
   assert.equal(stats.upgraded + stats.onPolling, TOTAL);
