@@ -172,7 +172,15 @@ func (c *tclient) count(name string) int {
 // call emits ev with args and waits for the acknowledgement object.
 func (c *tclient) call(ev string, args ...any) map[string]any {
 	c.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	return c.callWithin(waitFor, ev, args...)
+}
+
+// callWithin is call with its own bound on the answer: a login against a
+// Node-made bcrypt hash (cost 10) takes seconds under the race detector
+// while other test packages share the cores.
+func (c *tclient) callWithin(d time.Duration, ev string, args ...any) map[string]any {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	a, err := c.conn.Call(ctx, ev, args...)
 	if err != nil {
