@@ -42,7 +42,12 @@ type Handler interface {
 
 // Bus is a publish/subscribe channel between servers.
 type Bus interface {
-	// Publish sends e to every subscribed server.
+	// Publish sends e to every subscribed server. It returns nil only
+	// once the bus has taken e: every server subscribed then receives it,
+	// or, if its connection drops first, is told to Resync. So a crash of
+	// the publisher right after Publish returns cannot lose e, and a
+	// message acknowledged after its Publish reaches every server. It
+	// fails when that is not confirmed before ctx ends.
 	Publish(ctx context.Context, e Event) error
 	// Subscribe starts delivering events to h until Close. It is called
 	// at most once.

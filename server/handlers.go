@@ -143,7 +143,7 @@ func (s *Server) onConnection(sock *socket.Socket) {
 	sock.On("logout", func(args ...any) { s.onLogout(log, ss, args) })
 	sock.On("send message", func(args ...any) { s.onSend(log, ss, sock, args) })
 	pages := s.guard.pageLimiter()
-	sock.On("load older messages", func(args ...any) { s.onOlder(log, pages, args) })
+	sock.On("load older messages", func(args ...any) { s.onOlder(log, pages, c, args) })
 	sock.On("disconnect", func(args ...any) {
 		// A client that leaves the namespace but keeps its connection
 		// holds an Engine.IO session with no socket: no timeout ends it
@@ -181,11 +181,7 @@ func (s *Server) onConnection(sock *socket.Socket) {
 			history = []store.Message{}
 		}
 		sock.Emit("load all messages", wireMsgs(history))
-		inHistory := make(map[int64]bool, len(history))
-		for _, m := range history {
-			inHistory[m.ID] = true
-		}
-		c.goLive(inHistory)
+		c.goLive(history)
 		if token != "" {
 			s.resume(ctx, log, ss, sock, token)
 		}
@@ -432,10 +428,19 @@ func (s *Server) onSend(log *slog.Logger, ss *session, sock *socket.Socket, args
 		// The ack waits for the delivery, so the sender has its own
 		// `new message` before the answer, as with Node.
 		<-s.hub.broadcast(m)
-		if err := s.cfg.Bus.Publish(ctx, bus.Event{Kind: bus.KindMessage, ID: m.ID, Origin: s.id, Sent: time.Now().UnixNano()}); err != nil {
-			// Other servers' users get it on the bus's next resync.
-			log.Error("announcing message", "id", m.ID, "err", err)
-		}
+	}
+	// An acknowledgement promises that every server delivers the message,
+	// so it waits until the bus has the announcement (bus.Bus.Publish
+	// returns nil only then; a server whose bus connection drops later
+	// catches up from the database, relay.Resync). Announced on every
+	// attempt, a resend included: the first announcement may have failed,
+	// or died with the server that stored it, and servers deliver an id
+	// once however often it is announced. Not announced, not acknowledged:
+	// the client resends, and the resend announces it again.
+	if err := s.cfg.Bus.Publish(ctx, bus.Event{Kind: bus.KindMessage, ID: m.ID, Origin: s.id, Sent: time.Now().UnixNano()}); err != nil {
+		log.Error("announcing message failed: not acknowledged, the client will resend", "id", m.ID, "err", err)
+		ack(fail(msgUnavailable))
+		return
 	}
 	// Counted before the ack goes out: the client may read the metrics
 	// the moment it has its answer.
@@ -445,7 +450,7 @@ func (s *Server) onSend(log *slog.Logger, ss *session, sock *socket.Socket, args
 
 // onOlder answers `load older messages` {before, limit}: the page of history
 // just before what the client shows, oldest first.
-func (s *Server) onOlder(log *slog.Logger, pages *rate.Limiter, args []any) {
+func (s *Server) onOlder(log *slog.Logger, pages *rate.Limiter, c *client, args []any) {
 	args, ack := splitAck(args)
 	before, limit, err := pageArgs(args)
 	if err != nil {
@@ -468,5 +473,7 @@ func (s *Server) onOlder(log *slog.Logger, pages *rate.Limiter, args []any) {
 		ack(fail(msgUnavailable))
 		return
 	}
+	// Recorded before the page goes out: none of these comes live after.
+	c.givePage(ms)
 	ack(ok("messages", wireMsgs(ms)))
 }

@@ -25,8 +25,12 @@ const maxPending = 1024
 // A socket joins the hub the moment it connects but receives live messages
 // only after its history: messages committed while its history was being
 // read are held, then sent if the history did not already include them. So
-// a newcomer sees every message exactly once, with no gap between history
-// and live traffic, and `load all messages` stays its first event.
+// a newcomer sees every message, with no gap between history and live
+// traffic, and `load all messages` stays its first event. After that, each
+// socket keeps the set of ids it was given (givenIDs) and is never given
+// one twice: a bus event or a resend can bring a message to this server
+// after a socket's history had it (see givenIDs for why the set, and not
+// the highest id, is the test).
 type hub struct {
 	// onDeliver counts deliveries (metrics); set before use.
 	onDeliver func(n int)
@@ -70,6 +74,7 @@ type client struct {
 	// Fields below are guarded by mu.
 	live    bool            // history sent; deliver directly
 	pending []store.Message // held until live
+	given   givenIDs        // ids given to the socket: history, live, pages
 	gone    bool            // left the hub
 }
 
@@ -92,24 +97,42 @@ func (h *hub) leave(c *client) {
 	c.mu.Lock()
 	c.gone = true
 	c.pending = nil
+	c.given = givenIDs{}
 	c.mu.Unlock()
 }
 
-// goLive is called once c's history has been sent: it sends what arrived
-// meanwhile that the history did not contain, and switches c to live
-// delivery. Ids are allotted before commit, so a message can become visible
-// after a higher one: "not in the history" is not "id above the history's
-// last", and only the set comparison is exact.
-func (c *client) goLive(inHistory map[int64]bool) {
+// goLive is called once c's history has been sent: it records the
+// history's ids as given, sends what arrived meanwhile that the history did
+// not contain, and switches c to live delivery, where every message is
+// checked against the same set. Ids are allotted before commit, so a
+// message can become visible after a higher one: "not given" is not "id
+// above the history's last", and only the set comparison is exact.
+func (c *client) goLive(history []store.Message) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.live = true
+	for _, m := range history {
+		c.given.add(m.ID)
+	}
 	for _, m := range c.pending {
-		if !inHistory[m.ID] {
+		if c.given.add(m.ID) {
 			c.send("new message", wireMsg(m))
 		}
 	}
 	c.pending = nil
+}
+
+// givePage records the ids of a page of older messages sent to c, newest
+// first so that each extends the set downwards, so that none of them is
+// given again live. (A page is not filtered: the page asked for ids below
+// what the client shows, and an empty page means "no older messages" to
+// the client.)
+func (c *client) givePage(ms []store.Message) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i := len(ms) - 1; i >= 0; i-- {
+		c.given.add(ms[i].ID)
+	}
 }
 
 // deliver sends b's messages to c, or holds them while c's history is on
@@ -120,13 +143,33 @@ func (c *client) deliver(b *batch) int {
 	switch {
 	case c.gone:
 	case c.live:
-		if b.frame != nil && c.sendFrames != nil && c.sendFrames(b.frame) {
-			return len(b.items)
+		items := b.items
+		frame := b.frame
+		for i, o := range b.items {
+			if !c.given.add(o.m.ID) {
+				// Given already (by the history, mostly): send the
+				// others one by one. Rare, so the common pass stays one
+				// write of the shared frames.
+				items = slices.Clone(b.items[:i])
+				for _, o := range b.items[i+1:] {
+					if c.given.add(o.m.ID) {
+						items = append(items, o)
+					}
+				}
+				frame = nil
+				break
+			}
 		}
-		for _, o := range b.items {
+		if len(items) == 1 {
+			frame = items[0].e.frame
+		}
+		if frame != nil && c.sendFrames != nil && c.sendFrames(frame) {
+			return len(items)
+		}
+		for _, o := range items {
 			c.sendEncoded(o.e)
 		}
-		return len(b.items)
+		return len(items)
 	case len(c.pending)+len(b.items) > maxPending:
 		c.gone = true
 		go c.close("too many messages while loading history")

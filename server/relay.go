@@ -46,6 +46,14 @@ func (r *relay) markSeen(id int64) bool {
 	return true
 }
 
+// seenAlready reports whether id was delivered here.
+func (r *relay) seenAlready(id int64) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.seen[id]
+	return ok
+}
+
 // HandleEvent implements bus.Handler.
 func (r *relay) HandleEvent(e bus.Event) {
 	if e.Origin == r.s.id {
@@ -58,6 +66,10 @@ func (r *relay) HandleEvent(e bus.Event) {
 	case bus.KindPresence:
 		r.s.online.signal()
 	case bus.KindMessage:
+		if r.seenAlready(e.ID) {
+			// Announced again (a resend): delivered here already.
+			return
+		}
 		ctx, cancel := context.WithTimeout(r.s.ctx, r.s.cfg.StoreTimeout)
 		defer cancel()
 		ms, err := r.s.store.MessagesAfter(ctx, e.ID-1, 1)

@@ -1,0 +1,262 @@
+package server
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"unsafe"
+
+	"github.com/chatd/chat/store"
+)
+
+func TestGivenIDs(t *testing.T) {
+	var g givenIDs
+	for _, id := range []int64{10, 11, 13, 14} { // 12 burned or late
+		if !g.add(id) {
+			t.Fatalf("add(%d) on first sight = false", id)
+		}
+	}
+	for _, id := range []int64{10, 11, 13, 14} {
+		if g.add(id) || !g.has(id) {
+			t.Errorf("id %d given twice", id)
+		}
+	}
+	if g.has(12) || !g.add(12) || g.add(12) {
+		t.Errorf("late id 12 (lower than the highest given) not let through exactly once")
+	}
+	if g.has(9) || !g.add(9) || g.add(9) {
+		t.Errorf("id 9, below everything given, not let through exactly once")
+	}
+	if !g.add(20) || g.add(20) || !g.add(17) || g.add(17) {
+		t.Errorf("ids after a jump not let through exactly once")
+	}
+	if len(g.holes) != 4 { // 15, 16, 18, 19
+		t.Errorf("holes %v, want [15 16 18 19]", g.holes)
+	}
+}
+
+// TestGivenIDsAnyOrder: whatever the order of ids and however often each
+// comes, each is let through exactly once, as long as the ids a socket has
+// not been given below its highest stay within maxHoles.
+func TestGivenIDsAnyOrder(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for run := range 2000 {
+		n := 1 + r.IntN(300)
+		base := int64(1 + r.IntN(1000))
+		var arrivals []int64
+		for i := range n {
+			id := base + int64(i)
+			if r.IntN(10) == 0 {
+				continue // burned: never comes
+			}
+			for range 1 + r.IntN(3) {
+				arrivals = append(arrivals, id)
+			}
+		}
+		// Mostly in order, with local reordering (late commits) and
+		// repeats far behind (resends, bus events after the history).
+		for i := range arrivals {
+			if j := i + r.IntN(20) - 10; j >= 0 && j < len(arrivals) {
+				arrivals[i], arrivals[j] = arrivals[j], arrivals[i]
+			}
+		}
+		var g givenIDs
+		passed := map[int64]int{}
+		for _, id := range arrivals {
+			if g.add(id) {
+				passed[id]++
+			}
+		}
+		for _, id := range arrivals {
+			if passed[id] != 1 {
+				t.Fatalf("run %d: id %d let through %d times (arrivals %v)", run, id, passed[id], arrivals)
+			}
+		}
+		if len(g.holes) > maxHoles {
+			t.Fatalf("run %d: %d holes kept, bound %d", run, len(g.holes), maxHoles)
+		}
+	}
+}
+
+// TestGivenIDsBounded: memory stays bounded however the ids come, and
+// past the bound the set errs towards letting a message through, never
+// towards dropping one it was not given.
+func TestGivenIDsBounded(t *testing.T) {
+	var g givenIDs
+	given := map[int64]bool{}
+	r := rand.New(rand.NewPCG(3, 4))
+	for range 100000 {
+		id := int64(1 + r.IntN(1_000_000))
+		if !given[id] && !g.add(id) {
+			t.Fatalf("id %d refused but never given", id)
+		}
+		given[id] = true
+		if len(g.holes) > maxHoles {
+			t.Fatalf("%d holes, bound %d", len(g.holes), maxHoles)
+		}
+	}
+	// A typical socket: a history of 100 with a few burned ids, then live.
+	var typical givenIDs
+	for id := int64(1000); id < 1100; id++ {
+		if id%37 != 0 {
+			typical.add(id)
+		}
+	}
+	for id := int64(1100); id < 5000; id++ {
+		typical.add(id)
+	}
+	size := int(unsafe.Sizeof(typical)) + 8*cap(typical.holes)
+	t.Logf("a socket after a history of 100 (2 burned ids) and 3,900 live messages keeps %d bytes of ids", size)
+	if size > 256 {
+		t.Errorf("typical socket keeps %d bytes, want a few dozen", size)
+	}
+}
+
+// liveClient is a hub client recording the ids it is sent, by any path.
+func liveClient(h *hub, frames bool) (*client, func() []int64) {
+	var mu sync.Mutex
+	var got []int64
+	rec := func(b []byte) {
+		mu.Lock()
+		defer mu.Unlock()
+		for f := range strings.SplitSeq(strings.TrimSuffix(string(b), ";"), ";") {
+			id, _ := strconv.ParseInt(f, 10, 64)
+			got = append(got, id)
+		}
+	}
+	c := &client{
+		send: func(ev string, args ...any) {
+			mu.Lock()
+			got = append(got, args[0].(wireMessage).ID)
+			mu.Unlock()
+		},
+		sendEncoded: func(e encoded) { rec(e.frame) },
+	}
+	if frames {
+		c.sendFrames = func(b []byte) bool { rec(b); return true }
+	}
+	h.join(c)
+	return c, func() []int64 {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(got)
+	}
+}
+
+func testHub() *hub {
+	h := newHub()
+	h.encode = func(payload any) encoded {
+		return encoded{frame: fmt.Appendf(nil, "%d;", payload.(wireMessage).ID)}
+	}
+	return h
+}
+
+func msgs(ids ...int64) []store.Message {
+	out := make([]store.Message, len(ids))
+	for i, id := range ids {
+		out[i] = store.Message{ID: id, Content: "m", Username: "u"}
+	}
+	return out
+}
+
+func broadcastAll(h *hub, ms []store.Message) {
+	var done []<-chan struct{}
+	for _, m := range ms {
+		done = append(done, h.broadcast(m))
+	}
+	for _, d := range done {
+		<-d
+	}
+}
+
+// TestSocketNeverGivenAnIDTwice plays issue 14's interleavings through the
+// hub: a socket is never given an id twice, and is given every id its
+// history lacked, whatever the order.
+func TestSocketNeverGivenAnIDTwice(t *testing.T) {
+	for _, frames := range []bool{false, true} {
+		t.Run(fmt.Sprint("frames=", frames), func(t *testing.T) {
+			h := testHub()
+			c, got := liveClient(h, frames)
+			// While the history loads: 300 (in it) and 303 (committed
+			// after the read) arrive.
+			broadcastAll(h, msgs(300, 303))
+			// The history: 299-302, without 298 (allotted, not yet
+			// committed).
+			history := msgs(297, 299, 300, 301, 302)
+			c.goLive(history)
+			// After going live: the sender's resend of 302 through
+			// this server (the server that stored it died before
+			// announcing it); a bus event for 301 arriving after the
+			// history; the late 298; 303 again from a resync; a batch
+			// mixing repeats and new ids.
+			broadcastAll(h, msgs(302))
+			broadcastAll(h, msgs(301))
+			broadcastAll(h, msgs(298))
+			broadcastAll(h, msgs(303, 304))
+			broadcastAll(h, msgs(305, 299, 306, 305, 307))
+			// A page of older messages, then one of them live.
+			c.givePage(msgs(290, 291, 293))
+			broadcastAll(h, msgs(291, 292))
+			want := []int64{303, 298, 304, 305, 306, 307, 292}
+			if g := got(); !slices.Equal(g, want) {
+				t.Fatalf("socket given %v live, want %v (history %v)", g, want, []int64{297, 299, 300, 301, 302})
+			}
+		})
+	}
+}
+
+// TestSocketOnceUnderConcurrentBroadcasts: broadcasts from many goroutines
+// (local sends, the relay) with repeats, a socket joining in the middle:
+// every socket gets each id exactly once, counting its history.
+func TestSocketOnceUnderConcurrentBroadcasts(t *testing.T) {
+	h := testHub()
+	early, gotEarly := liveClient(h, true)
+	early.goLive(nil)
+	const n = 400
+	var wg sync.WaitGroup
+	var late *client
+	var gotLate func() []int64
+	var lateHistory []store.Message
+	for w := range 4 {
+		wg.Go(func() {
+			for i := range n {
+				id := int64(i + 1)
+				h.broadcast(msgs(id)[0])
+				if i%7 == w {
+					<-h.broadcast(msgs(id)[0]) // announced twice
+				}
+			}
+		})
+	}
+	wg.Go(func() {
+		late, gotLate = liveClient(h, false)
+		lateHistory = msgs(1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
+		late.goLive(lateHistory)
+	})
+	wg.Wait()
+	broadcastAll(h, nil)
+	<-h.broadcast(msgs(n + 1)[0])
+	check := func(name string, ids []int64, history []store.Message) {
+		seen := map[int64]int{}
+		for _, m := range history {
+			seen[m.ID]++
+		}
+		for _, id := range ids {
+			seen[id]++
+		}
+		for id := int64(1); id <= n+1; id++ {
+			if seen[id] != 1 && !(name == "late" && seen[id] == 0) {
+				t.Errorf("%s: id %d given %d times", name, id, seen[id])
+			}
+		}
+		if seen[n+1] != 1 {
+			t.Errorf("%s: last id missing", name)
+		}
+	}
+	check("early", gotEarly(), nil)
+	check("late", gotLate(), lateHistory)
+}
