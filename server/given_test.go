@@ -198,10 +198,17 @@ func TestSocketNeverGivenAnIDTwice(t *testing.T) {
 			broadcastAll(h, msgs(298))
 			broadcastAll(h, msgs(303, 304))
 			broadcastAll(h, msgs(305, 299, 306, 305, 307))
-			// A page of older messages, then one of them live.
-			c.givePage(msgs(290, 291, 293))
+			// A page of older messages, then one of them live; a
+			// late one live, then a page that holds it.
+			if p := c.givePage(msgs(290, 291, 293)); len(p) != 3 {
+				t.Fatalf("page cut to %v", p)
+			}
 			broadcastAll(h, msgs(291, 292))
-			want := []int64{303, 298, 304, 305, 306, 307, 292}
+			broadcastAll(h, msgs(285))
+			if p := c.givePage(msgs(284, 285, 286)); len(p) != 2 || p[0].ID != 284 || p[1].ID != 286 {
+				t.Fatalf("page %v, want 284 and 286 (285 was given live)", p)
+			}
+			want := []int64{303, 298, 304, 305, 306, 307, 292, 285}
 			if g := got(); !slices.Equal(g, want) {
 				t.Fatalf("socket given %v live, want %v (history %v)", g, want, []int64{297, 299, 300, 301, 302})
 			}

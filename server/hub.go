@@ -122,17 +122,31 @@ func (c *client) goLive(history []store.Message) {
 	c.pending = nil
 }
 
-// givePage records the ids of a page of older messages sent to c, newest
-// first so that each extends the set downwards, so that none of them is
-// given again live. (A page is not filtered: the page asked for ids below
-// what the client shows, and an empty page means "no older messages" to
-// the client.)
-func (c *client) givePage(ms []store.Message) {
+// givePage records the ids of a page of older messages about to be sent
+// to c and returns the page without those c was given already (live: a
+// resend or a late commit below its history can arrive before the page is
+// read). Recorded newest first, so that each extends the set downwards.
+func (c *client) givePage(ms []store.Message) []store.Message {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	keep := make([]bool, len(ms))
+	n := 0
 	for i := len(ms) - 1; i >= 0; i-- {
-		c.given.add(ms[i].ID)
+		if c.given.add(ms[i].ID) {
+			keep[i] = true
+			n++
+		}
 	}
+	if n == len(ms) {
+		return ms
+	}
+	out := make([]store.Message, 0, n)
+	for i, m := range ms {
+		if keep[i] {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 // deliver sends b's messages to c, or holds them while c's history is on

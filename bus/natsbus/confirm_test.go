@@ -182,10 +182,11 @@ func TestPublishReturnsOnceServerHasIt(t *testing.T) {
 //	TEST_NATS_URL=nats://127.0.0.1:4222 go test -run '^$' -bench Publish$ -benchtime 2000x ./bus/natsbus
 //
 // 2026-12-04, nats-server on loopback, 2 shared vCPUs with a load average
-// of 6 to 12 from other work: confirmed 110-180 µs per event alone, 25-45
-// µs per event with 8 publishers (their round trips overlap); queued 2-4 µs.
-// Against a chat send's ~1-2 ms (INSERT, delivery, ack) this is under a
-// tenth.
+// of 15 (the failover suite running beside it), -count 2: confirmed 0.48
+// and 0.65 ms per event alone, 0.34 and 0.72 ms with 8 publishers; queued
+// 2-14 µs alone, 0.9-1.3 µs with 8. So on a loaded machine the
+// acknowledgement waits about half a millisecond more; on an idle one a
+// loopback round trip is about a tenth of that.
 func BenchmarkPublish(b *testing.B) {
 	raw := natsURL(b)
 	discard := slog.New(slog.DiscardHandler)
