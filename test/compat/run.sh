@@ -116,5 +116,7 @@ if [ -z "${TARGET_URL:-}" ]; then
 fi
 
 status=0
-node --test --test-concurrency="${COMPAT_CONCURRENCY:-1}" --test-timeout=60000 "${node_args[@]}" || status=$?
+# Each test file gets 3 minutes: the EIO3 (socket.io-client 2.x) suites over
+# long-polling take close to a minute on a loaded CI machine.
+node --test --test-concurrency="${COMPAT_CONCURRENCY:-1}" --test-timeout=180000 "${node_args[@]}" || status=$?
 exit "$status"
