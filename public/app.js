@@ -1,5 +1,5 @@
 // app.js: behaviour of the chat page. It speaks the socket.io events of
-// PROTOCOL.md (register, login, logout, send message; load all messages,
+// docs/protocol.md (register, login, logout, send message; load all messages,
 // get users, new message, reload) and uses the Go server's extensions
 // (README "Extensions") when they are there: the session token of the login
 // ack, the `session` event, message ids, the `send message` ack with a client

@@ -1,5 +1,5 @@
 // Package loadgen is a load generator for Socket.IO chat servers that speak
-// the seed report's protocol (shared/PROTOCOL.md): this project's Go server
+// the seed report's protocol (docs/protocol.md): this project's Go server
 // and the Node reference in loadtest/reference.
 //
 // It is built to cost much less CPU per delivered message than the server

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Node compatibility suite: the stock socket.io-client from npm (4.8.x over
 # WebSocket and polling, 2.x over EIO=3 WebSocket and polling) against the Go
-# server, checking every row of PROTOCOL.md.
+# server, checking every row of docs/protocol.md.
 #
 #   test/compat/run.sh                         # build the Go server, run it on the
 #                                              # embedded SQLite store, test it

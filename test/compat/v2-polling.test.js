@@ -1,3 +1,3 @@
 'use strict';
-// PROTOCOL.md over the v2-polling client/transport (see lib/harness.js VARIANTS).
+// docs/protocol.md over the v2-polling client/transport (see lib/harness.js VARIANTS).
 require('./lib/suite').defineSuite('v2-polling');

@@ -1,3 +1,3 @@
 'use strict';
-// PROTOCOL.md over the v4-polling client/transport (see lib/harness.js VARIANTS).
+// docs/protocol.md over the v4-polling client/transport (see lib/harness.js VARIANTS).
 require('./lib/suite').defineSuite('v4-polling');

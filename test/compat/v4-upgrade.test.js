@@ -1,4 +1,4 @@
 'use strict';
-// PROTOCOL.md over the v4-upgrade client/transport (see lib/harness.js VARIANTS):
+// docs/protocol.md over the v4-upgrade client/transport (see lib/harness.js VARIANTS):
 // long-polling first, then WebSocket, as the stock io() does.
 require('./lib/suite').defineSuite('v4-upgrade');

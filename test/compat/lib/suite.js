@@ -1,5 +1,5 @@
 'use strict';
-// Every row of the wire contract (PROTOCOL.md, the project's events table),
+// Every row of the wire contract (docs/protocol.md, the events tables),
 // checked with the stock socket.io-client against TARGET_URL. defineSuite is
 // called once per client/transport variant by the *.test.js files.
 
