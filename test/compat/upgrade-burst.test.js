@@ -10,15 +10,17 @@
 // The race needs the server to be sending to a socket while its upgrade is
 // under way, so a few logged-in users chat throughout (SENDERS x 8 msg/s,
 // within the per-user limit): every socket gets a broadcast every ~25 ms.
-// UPGRADE_BURST_TOTAL (default 3000) and UPGRADE_BURST_SIZE (default 150)
-// set the load.
+// UPGRADE_BURST_TOTAL (default 3000) and UPGRADE_BURST_SIZE (default 100)
+// set the load. Bursts of 150 left the slowest acknowledgement at 665-841 ms
+// in four CI runs, too close to the bound; at 100 the burst itself stays
+// well inside it.
 const { test } = require('node:test');
 const assert = require('node:assert/strict');
 const { io } = require('socket.io-client');
 const { targetURL, withTimeout, loggedIn, closeAll } = require('./lib/harness');
 
 const TOTAL = Number(process.env.UPGRADE_BURST_TOTAL || 3000);
-const BURST = Number(process.env.UPGRADE_BURST_SIZE || 150);
+const BURST = Number(process.env.UPGRADE_BURST_SIZE || 100);
 const ASKS = 3; // events per client: right after connecting, then across the upgrade
 const HELD_MS = 1000;
 const SENDERS = 5;
