@@ -2,9 +2,10 @@ package server
 
 import "slices"
 
-// maxHoles bounds how many ids a socket remembers as not given below the
-// highest id it was given (see givenIDs): 8 bytes each, 1 KiB at most.
-const maxHoles = 128
+// maxGaps bounds how many runs of ids a socket remembers as not given
+// below the highest id it was given (see givenIDs): 16 bytes each, 1 KiB
+// at most.
+const maxGaps = 64
 
 // givenIDs is the set of message ids one socket has been given, by its
 // history (`load all messages`), live (`new message`) or in a page
@@ -25,18 +26,39 @@ const maxHoles = 128
 //   - each server broadcasts an id at most once (relay.markSeen), but the
 //     set also covers live ids, so that nothing depends on that window.
 //
-// Representation: everything in [lo, hi] except the ids in holes has been
+// Representation: everything in [lo, hi] except the runs in gaps has been
 // given. Ids are dense (a serial), so a history of any length costs two
-// integers plus its gaps: ids burned by a resend (INSERT … ON CONFLICT DO
-// NOTHING still takes one) or allotted and not committed yet when it was
-// read (the late messages above, which fill their hole when they arrive).
-// A typical socket has no hole or a few: about 50 bytes. Past maxHoles the
-// lowest holes are forgotten and lo moves above them: ids below lo are then
-// treated as never given, so the set errs towards a repeat of a message
-// more than maxHoles gaps old, never towards losing one.
+// integers plus its gaps, and a gap costs the same whatever its length: ids
+// burned by a resend (INSERT … ON CONFLICT DO NOTHING still takes one),
+// allotted and not committed yet when the history was read (late messages,
+// which split or shrink their gap when they arrive), or never sent to this
+// socket at all (a broadcast that reached the hub before the socket joined
+// while a later one, from another sender, reached it after). A typical
+// socket has no gap or a few: about 50 bytes. Past maxGaps the lowest gaps
+// are forgotten and lo moves above them: ids below lo are then treated as
+// never given, so the set errs towards repeating a message older than
+// maxGaps gaps, never towards losing one.
 type givenIDs struct {
-	lo, hi int64   // empty while hi == 0 (ids start at 1)
-	holes  []int64 // ascending, each in [lo, hi]
+	lo, hi int64 // empty while hi == 0 (ids start at 1)
+	gaps   []gap // ascending, disjoint, not adjacent, each inside (lo, hi)
+}
+
+// gap is a run of ids, from and to included, that were not given.
+type gap struct{ from, to int64 }
+
+// find returns the index of the gap holding id, or where one would go, and
+// whether id is in a gap.
+func (g *givenIDs) find(id int64) (int, bool) {
+	i, _ := slices.BinarySearchFunc(g.gaps, id, func(r gap, id int64) int {
+		switch {
+		case r.to < id:
+			return -1
+		case r.from > id:
+			return 1
+		}
+		return 0
+	})
+	return i, i < len(g.gaps) && g.gaps[i].from <= id && id <= g.gaps[i].to
 }
 
 // has reports whether id was given.
@@ -44,8 +66,8 @@ func (g *givenIDs) has(id int64) bool {
 	if g.hi == 0 || id < g.lo || id > g.hi {
 		return false
 	}
-	_, hole := slices.BinarySearch(g.holes, id)
-	return !hole
+	_, in := g.find(id)
+	return !in
 }
 
 // add records id as given and reports whether it was new.
@@ -55,43 +77,37 @@ func (g *givenIDs) add(id int64) bool {
 		return true // not a stored message: nothing to remember
 	case g.hi == 0:
 		g.lo, g.hi = id, id
-	case id == g.hi+1: // the common case
-		g.hi = id
 	case id > g.hi:
-		// hi+1 … id-1 were not given; only the newest maxHoles of them
-		// can be remembered, and lo must not stay below those forgotten.
-		from := g.hi + 1
-		if id-from > maxHoles {
-			from = id - maxHoles
-			g.lo, g.holes = from, g.holes[:0]
-		}
-		for h := from; h < id; h++ {
-			g.holes = append(g.holes, h)
+		if id > g.hi+1 {
+			g.gaps = append(g.gaps, gap{g.hi + 1, id - 1})
 		}
 		g.hi = id
 	case id < g.lo:
 		// A page of older messages, or a late one below the history.
-		// Remembered when its gap to lo fits, else let through.
-		gap := g.lo - id - 1
-		if gap+int64(len(g.holes)) > maxHoles {
-			return true
+		if id < g.lo-1 {
+			g.gaps = slices.Insert(g.gaps, 0, gap{id + 1, g.lo - 1})
 		}
-		below := make([]int64, 0, int(gap)+len(g.holes))
-		for h := id + 1; h < g.lo; h++ {
-			below = append(below, h)
-		}
-		g.holes = append(below, g.holes...)
 		g.lo = id
 	default:
-		i, hole := slices.BinarySearch(g.holes, id)
-		if !hole {
+		i, in := g.find(id)
+		if !in {
 			return false
 		}
-		g.holes = slices.Delete(g.holes, i, i+1)
+		switch r := &g.gaps[i]; {
+		case r.from == r.to:
+			g.gaps = slices.Delete(g.gaps, i, i+1)
+		case id == r.from:
+			r.from++
+		case id == r.to:
+			r.to--
+		default:
+			g.gaps = slices.Insert(g.gaps, i+1, gap{id + 1, r.to})
+			g.gaps[i].to = id - 1
+		}
 	}
-	if n := len(g.holes) - maxHoles; n > 0 {
-		g.lo = g.holes[n-1] + 1
-		g.holes = slices.Delete(g.holes, 0, n)
+	if n := len(g.gaps) - maxGaps; n > 0 {
+		g.lo = g.gaps[n-1].to + 1
+		g.gaps = slices.Delete(g.gaps, 0, n)
 	}
 	return true
 }
