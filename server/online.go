@@ -21,8 +21,9 @@ const (
 
 // online is the list of logged-in users that `get users` broadcasts. It
 // counts this server's sockets per user, so a user logged in from two tabs is
-// listed once and stays listed until the last of those sockets leaves. With a
-// shared store (store.Presence) the list is cluster-wide.
+// listed once and stays listed until the last of those sockets leaves. The
+// list comes from the store's presence (store.Presence): cluster-wide on a
+// shared store, in memory on the embedded one, by the same code path.
 //
 // One goroutine (run) does everything that talks to the store or the
 // sockets: it writes this server's changes to the presence table in order,
@@ -32,7 +33,7 @@ const (
 // server's, and a burst of logins costs one broadcast, not one per login.
 type online struct {
 	emit     func(users []string)
-	presence store.Presence // nil: this server alone is the cluster
+	presence store.Presence
 	bus      bus.Bus
 	serverID string
 	log      *slog.Logger
@@ -130,20 +131,16 @@ func (o *online) run(ctx context.Context) {
 		written  = map[string]bool{} // what the presence table holds for this server
 		lastSent []string
 		dbNow    time.Time // the database clock at the last heartbeat
-		beat     <-chan time.Time
 	)
-	if o.presence != nil {
-		t := time.NewTicker(presenceBeat)
-		defer t.Stop()
-		beat = t.C
-		dbNow = o.heartbeat(ctx, dbNow)
-	}
+	beat := time.NewTicker(presenceBeat)
+	defer beat.Stop()
+	dbNow = o.heartbeat(ctx, dbNow)
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-o.wake:
-		case <-beat:
+		case <-beat.C:
 			dbNow = o.heartbeat(ctx, dbNow)
 		}
 		o.mu.Lock()
@@ -152,15 +149,13 @@ func (o *online) run(ctx context.Context) {
 		o.mu.Unlock()
 
 		users := local
-		if o.presence != nil {
-			if o.sync(ctx, local, written) {
-				o.publish(ctx)
-			}
-			if cluster, err := o.cluster(ctx, dbNow); err == nil {
-				users = cluster
-			} else {
-				o.log.Warn("reading the online list; sending this server's users only", "err", err)
-			}
+		if o.sync(ctx, local, written) {
+			o.publish(ctx)
+		}
+		if cluster, err := o.cluster(ctx, dbNow); err == nil {
+			users = cluster
+		} else {
+			o.log.Warn("reading the online list; sending this server's users only", "err", err)
 		}
 		if force || !slices.Equal(users, lastSent) {
 			o.emit(users)
@@ -238,9 +233,6 @@ func (o *online) cluster(ctx context.Context, dbNow time.Time) ([]string, error)
 // forget removes this server from the presence table at shutdown, so its
 // users leave the list at once rather than after presenceStale.
 func (o *online) forget() {
-	if o.presence == nil {
-		return
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	if err := o.presence.ForgetServer(ctx, o.serverID); err != nil {

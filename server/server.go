@@ -229,10 +229,9 @@ func New(cfg Config, st store.Store, log *slog.Logger) (*Server, error) {
 	s.met.reg.MustRegister(s.guard.unforwarded)
 	s.hub.onDeliver = func(n int) { s.met.delivered.Add(float64(n)) }
 	s.hub.encode = encoderFor(s.io)
-	presence, _ := st.(store.Presence)
 	s.online = newOnline(func(users []string) {
 		s.io.Sockets().Emit("get users", users)
-	}, presence, cfg.Bus, s.id, log)
+	}, st, cfg.Bus, s.id, log)
 	s.relay = newRelay(s)
 	if err := cfg.Bus.Subscribe(s.relay); err != nil {
 		cancel()

@@ -98,10 +98,10 @@ type Sessions interface {
 	DeleteSession(ctx context.Context, tokenHash string) error
 }
 
-// Presence is the cluster-wide online list for stores that several server
-// processes share. Each server records which users have sockets on it and
-// renews a heartbeat; a server that stops renewing (it crashed) drops out of
-// the list without anyone deleting its rows.
+// Presence is the online list. With a store that several server processes
+// share it is cluster-wide: each server records which users have sockets on
+// it and renews a heartbeat; a server that stops renewing (it crashed) drops
+// out of the list without anyone deleting its rows.
 type Presence interface {
 	// AddPresence records that username has a socket on server.
 	AddPresence(ctx context.Context, server, username string) error
@@ -116,12 +116,12 @@ type Presence interface {
 	ForgetServer(ctx context.Context, server string) error
 }
 
-// Store is everything the chat server needs from a database. A store that
-// several processes can share also implements Presence.
+// Store is everything the chat server needs from a database.
 type Store interface {
 	Users
 	Messages
 	Sessions
+	Presence
 	// Ping reports whether the database is reachable; /readyz uses it.
 	Ping(ctx context.Context) error
 }

@@ -29,7 +29,8 @@ var migrations embed.FS
 // Store is a store.Store backed by one SQLite file. It is safe for concurrent
 // use. Close releases the file.
 type Store struct {
-	db *sql.DB
+	db       *sql.DB
+	presence presence
 }
 
 var (

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -39,6 +40,7 @@ func Run(t *testing.T, newStore NewFunc) {
 		{"UnicodeAndLargeContent", testUnicode},
 		{"MessagesAfter", testMessagesAfter},
 		{"Sessions", testSessions},
+		{"Presence", testPresence},
 		{"Ping", testPing},
 		{"CanceledContext", testCanceledContext},
 	}
@@ -425,5 +427,50 @@ func testSessions(t *testing.T, s store.Store) {
 	}
 	if err := s.DeleteSession(c, "h-live"); err != nil {
 		t.Errorf("deleting a deleted session: %v", err)
+	}
+}
+
+// testPresence: the online list is every user present on a server that
+// heartbeats, once each, in order of first arrival; a server that stops
+// heartbeating drops out with its users, and ForgetServer removes one.
+func testPresence(t *testing.T, s store.Store) {
+	c := ctx(t)
+	now, err := s.Heartbeat(c, "A")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Heartbeat(c, "B"); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range [][2]string{{"A", "ann"}, {"B", "bea"}, {"A", "cid"}, {"B", "ann"}, {"A", "ann"}} {
+		if err := s.AddPresence(c, p[0], p[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	since := now.Add(-time.Second)
+	got, err := s.OnlineUsers(c, since)
+	if err != nil || strings.Join(got, ",") != "ann,bea,cid" {
+		t.Fatalf("OnlineUsers = %v, %v; want ann,bea,cid once each, in login order", got, err)
+	}
+	// B stops heartbeating: only A's users remain once B is stale.
+	time.Sleep(10 * time.Millisecond) // B's beat is now older than A's next by that much
+	later, _ := s.Heartbeat(c, "A")
+	got, _ = s.OnlineUsers(c, later.Add(-time.Millisecond))
+	if strings.Join(got, ",") != "ann,cid" {
+		t.Errorf("with B stale OnlineUsers = %v, want ann,cid", got)
+	}
+	if err := s.RemovePresence(c, "A", "ann"); err != nil {
+		t.Fatal(err)
+	}
+	got, _ = s.OnlineUsers(c, since)
+	if strings.Join(got, ",") != "bea,cid,ann" && strings.Join(got, ",") != "ann,bea,cid" {
+		t.Errorf("after ann left A: %v (ann is still on B)", got)
+	}
+	if err := s.ForgetServer(c, "B"); err != nil {
+		t.Fatal(err)
+	}
+	got, _ = s.OnlineUsers(c, since)
+	if strings.Join(got, ",") != "cid" {
+		t.Errorf("after B forgotten and ann gone from A: %v, want cid", got)
 	}
 }
