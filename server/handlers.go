@@ -417,18 +417,16 @@ func (s *Server) onSend(log *slog.Logger, ss *session, sock *socket.Socket, args
 		ack(fail(msgUnavailable))
 		return
 	}
-	// Each server delivers a message at most once (relay.markSeen). A
-	// resend (created false) is still delivered by a server that never did:
-	// when a server dies between commit and broadcast, the client's resend
-	// through the backup is how everyone gets the message.
+	// Each server delivers a message at most once (deliver). A resend
+	// (created false) is still delivered by a server that never did: when
+	// a server dies between commit and broadcast, the client's resend
+	// through the backup is how everyone gets the message. The ack waits
+	// for the delivery, so the sender has its own `new message` before the
+	// answer, as with Node.
 	if created {
 		s.met.stored.Inc()
 	}
-	if s.relay.markSeen(m.ID) {
-		// The ack waits for the delivery, so the sender has its own
-		// `new message` before the answer, as with Node.
-		<-s.hub.broadcast(m)
-	}
+	<-s.deliver(m)
 	// An acknowledgement promises that every server delivers the message,
 	// so it waits until the bus has the announcement (bus.Bus.Publish
 	// returns nil only then; a server whose bus connection drops later

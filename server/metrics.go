@@ -27,7 +27,7 @@ type metrics struct {
 var (
 	rejectionLimits = []string{"connections_per_ip", "auth_per_ip", "auth_per_proxy", "login_per_user",
 		"messages_per_user", "pages_per_socket", "slow_peer", "origin"}
-	storeErrorOps = []string{"history", "register", "login", "send", "older"}
+	storeErrorOps = []string{"history", "register", "login", "send", "older", "relay"}
 	loginOutcomes = []string{"ok", "failed"}
 	// engineCloseReasons are the library's close reasons worth an alert,
 	// and watchEngine's own "upgrade probe closed".

@@ -6,23 +6,47 @@ import (
 	"time"
 
 	"github.com/chatd/chat/bus"
+	"github.com/chatd/chat/store"
 )
 
-// seenWindow is how many recent message ids the relay remembers, and how
-// far back a resync looks: ids are allotted before commit, so a message can
-// become visible after a higher one; the window covers that reordering.
+// seenWindow is how many recent message ids a server remembers delivering,
+// and how far back a catch-up looks: ids are allotted before commit, so a
+// message can become visible after a higher one; the window covers that
+// reordering.
 const seenWindow = 4096
 
-// relay is the bus handler: it delivers messages stored by other servers to
-// this server's sockets, exactly once each, and passes on presence changes.
+// catchUpEvery is how often a relay whose store read failed tries again.
+const catchUpEvery = time.Second
+
+// closedCh is what deliver returns for a message delivered already.
+var closedCh = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// deliver is the one way a message reaches this server's sockets, whether
+// it was sent here (onSend) or on another server (the relay): each id at
+// most once per server, however often it is announced or resent. The
+// returned channel is closed once every socket has been handed m.
+func (s *Server) deliver(m store.Message) <-chan struct{} {
+	if !s.relay.markSeen(m.ID) {
+		return closedCh
+	}
+	return s.hub.broadcast(m)
+}
+
+// relay is the bus handler: a bus event names a message another server
+// stored; the relay reads it from the store and delivers it here. When the
+// read fails (the database is briefly unreachable), the message is not
+// dropped: the relay catches up from the store, from the lowest id it
+// missed, until a read succeeds.
 type relay struct {
 	s *Server
 
 	mu sync.Mutex
 	// Fields below are guarded by mu.
-	seen map[int64]struct{}
-	ring []int64 // seen ids in arrival order, to forget the oldest
-	high int64   // highest id seen
+	seen     map[int64]struct{}
+	ring     []int64 // seen ids in arrival order, to forget the oldest
+	high     int64   // highest id seen
+	missed   int64   // lowest id whose read failed, 0 when none
+	catching bool    // a catch-up goroutine is running
 }
 
 func newRelay(s *Server) *relay {
@@ -74,11 +98,82 @@ func (r *relay) HandleEvent(e bus.Event) {
 		defer cancel()
 		ms, err := r.s.store.MessagesAfter(ctx, e.ID-1, 1)
 		if err != nil {
-			r.s.log.Error("relay: reading a message from another server", "id", e.ID, "err", err)
+			r.s.met.storeErrors.WithLabelValues("relay").Inc()
+			r.s.log.Error("relay: reading a message from another server; catching up from the store until it answers", "id", e.ID, "err", err)
+			r.catchUpFrom(e.ID)
 			return
 		}
-		if len(ms) == 1 && ms[0].ID == e.ID && r.markSeen(e.ID) {
-			r.s.hub.broadcast(ms[0])
+		if len(ms) == 1 && ms[0].ID == e.ID {
+			r.s.deliver(ms[0])
+		}
+	}
+}
+
+// catchUpFrom makes sure a catch-up from id runs: one goroutine, which
+// reads everything after the lowest missed id once a read succeeds.
+func (r *relay) catchUpFrom(id int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.missed == 0 || id < r.missed {
+		r.missed = id
+	}
+	if r.catching {
+		return
+	}
+	r.catching = true
+	r.s.wg.Go(func() {
+		t := time.NewTicker(catchUpEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-r.s.ctx.Done():
+				return
+			case <-t.C:
+			}
+			r.mu.Lock()
+			from := r.missed - 1
+			r.missed = 0
+			r.mu.Unlock()
+			n, err := r.catchUp(from)
+			r.mu.Lock()
+			if err != nil {
+				if r.missed == 0 || from+1 < r.missed {
+					r.missed = from + 1
+				}
+				r.mu.Unlock()
+				continue
+			}
+			if r.missed == 0 {
+				r.catching = false
+				r.mu.Unlock()
+				r.s.log.Info("relay: caught up after a failed store read", "delivered", n)
+				return
+			}
+			r.mu.Unlock() // missed again meanwhile: go on
+		}
+	})
+}
+
+// catchUp delivers what the store holds after id that this server has not
+// delivered, and reports how many.
+func (r *relay) catchUp(after int64) (int, error) {
+	ctx, cancel := context.WithTimeout(r.s.ctx, 10*time.Second)
+	defer cancel()
+	n := 0
+	for {
+		ms, err := r.s.store.MessagesAfter(ctx, after, seenWindow)
+		if err != nil {
+			return n, err
+		}
+		for _, m := range ms {
+			if !r.seenAlready(m.ID) {
+				r.s.deliver(m)
+				n++
+			}
+			after = m.ID
+		}
+		if len(ms) < seenWindow {
+			return n, nil
 		}
 	}
 }
@@ -89,20 +184,13 @@ func (r *relay) Resync() {
 	r.mu.Lock()
 	from := max(r.high-seenWindow, 0)
 	r.mu.Unlock()
-	ctx, cancel := context.WithTimeout(r.s.ctx, 10*time.Second)
-	defer cancel()
-	ms, err := r.s.store.MessagesAfter(ctx, from, 2*seenWindow)
+	n, err := r.catchUp(from)
 	if err != nil {
-		r.s.log.Error("relay: catching up after a bus reconnect", "err", err)
-		return
+		r.s.met.storeErrors.WithLabelValues("relay").Inc()
+		r.s.log.Error("relay: catching up after a bus reconnect; trying again until the store answers", "err", err)
+		r.catchUpFrom(from + 1)
+	} else {
+		r.s.log.Info("relay: caught up after a bus reconnect", "delivered", n)
 	}
-	n := 0
-	for _, m := range ms {
-		if r.markSeen(m.ID) {
-			r.s.hub.broadcast(m)
-			n++
-		}
-	}
-	r.s.log.Info("relay: caught up after a bus reconnect", "delivered", n)
 	r.s.online.signal()
 }
