@@ -39,10 +39,11 @@ type cluster struct {
 	dir   string
 	bin   string
 	dsn   string
-	env   []string          // extra environment for every server
-	ports map[string]int    // each server's, and nginx's
-	conf  string            // nginx config file in the repository
-	addrs map[string]string // upstream address in conf → server name
+	env   []string            // extra environment for every server
+	envOf map[string][]string // extra environment for one server, after env
+	ports map[string]int      // each server's, and nginx's
+	conf  string              // nginx config file in the repository
+	addrs map[string]string   // upstream address in conf → server name
 
 	mu    sync.Mutex
 	procs map[string]*proc
@@ -174,6 +175,7 @@ func (c *cluster) start(name string) {
 		// is about failover, not password hashing.
 		"BCRYPT_COST=4")
 	cmd.Env = append(cmd.Env, c.env...)
+	cmd.Env = append(cmd.Env, c.envOf[name]...)
 	logs := &testproc.Log{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
