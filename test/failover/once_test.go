@@ -3,7 +3,6 @@ package failover
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"net/url"
 	"os"
 	"slices"
@@ -16,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/chatd/chat/internal/sioclient"
 	"github.com/chatd/chat/internal/testpg"
 	"github.com/chatd/chat/internal/testproc"
 )
@@ -135,19 +133,18 @@ func testOnce(t *testing.T, busKind string) {
 	// acknowledgement from that server kills it at once, from its own
 	// goroutine (the bad moment: acknowledged, maybe not yet announced).
 	killer := &onceKiller{}
-	users := make([]*onceUser, onceServers*oncePerServer)
+	users := make([]*user, onceServers*oncePerServer)
+	senders := map[*user]bool{}
 	var wg sync.WaitGroup
 	errs := make(chan error, len(users))
 	for i := range users {
 		home := i % onceServers
 		k := i / onceServers
-		u := &onceUser{
-			name: fmt.Sprintf("%s%02d", busKind[:2], i), urls: urls, server: home,
-			sender: k < onceSenders, cycle: &cycle, killer: killer,
-			transport: "websocket", seen: map[int64]string{}, acked: map[string]int64{},
-			ackAt: map[string]time.Time{}, tries: map[string]int{},
-			trigger: make(chan struct{}, 1),
-		}
+		u := newUser("", fmt.Sprintf("%s%02d", busKind[:2], i))
+		u.urls, u.server = urls, home
+		u.dialWait, u.reqTimeout = 5*time.Second, 10*time.Second
+		u.cycle, u.killer, u.trigger = &cycle, killer, make(chan struct{}, 1)
+		senders[u] = k < onceSenders
 		if k%2 == 1 {
 			u.transport = "polling"
 		}
@@ -169,7 +166,8 @@ func testOnce(t *testing.T, busKind string) {
 	chatCtx, stopChat := context.WithCancel(ctx)
 	var chatting sync.WaitGroup
 	for _, u := range users {
-		chatting.Go(func() { u.chat(chatCtx, sendOn.Load, oncePeriod) })
+		sending := func() bool { return senders[u] && sendOn.Load() }
+		chatting.Go(func() { u.chat(chatCtx, sending, oncePeriod) })
 	}
 	stopped := false
 	stopUsers := func() {
@@ -195,7 +193,7 @@ func testOnce(t *testing.T, busKind string) {
 		// The victim: the server with the most senders on it.
 		count := make([]int, onceServers)
 		for _, u := range users {
-			if u.sender && u.connected() {
+			if senders[u] && u.connected() {
 				count[u.serverNow()]++
 			}
 		}
@@ -231,7 +229,7 @@ func testOnce(t *testing.T, busKind string) {
 			killer.pid.Store(int64(pid))
 		}
 		for _, u := range users {
-			if u.sender && u.serverNow() == v {
+			if senders[u] && u.serverNow() == v {
 				select {
 				case u.trigger <- struct{}{}:
 				default:
@@ -273,7 +271,7 @@ func testOnce(t *testing.T, busKind string) {
 		for {
 			var stuck []string
 			for _, u := range users {
-				if s := u.backAfter(t0); s != "" {
+				if s := u.backAfter(t0, senders[u]); s != "" {
 					stuck = append(stuck, s)
 				}
 			}
@@ -342,395 +340,6 @@ func testOnce(t *testing.T, busKind string) {
 		res.total.dups, res.total.losses, res.sockets, res.pages)
 }
 
-// onceUser is one user of TestOnceAcrossCluster, connected straight to one
-// server and moving to another when it dies.
-type onceUser struct {
-	name, transport string
-	urls            []string
-	sender          bool
-	cycle           *atomic.Int32
-	killer          *onceKiller
-	trigger         chan struct{} // send one message now
-
-	mu sync.Mutex
-	// Fields below are guarded by mu.
-	server  int // index into urls of the server of the current connection
-	token   string
-	conn    *sioclient.Conn
-	sock    *onceSock   // the current connection
-	socks   []*onceSock // every connection, the current one included
-	seen    map[int64]string
-	n       int
-	outbox  []pending
-	sending string
-	acked   map[string]int64
-	ackAt   map[string]time.Time
-	tries   map[string]int
-	pages   int
-	lastErr error
-}
-
-// onceKiller kills a server from a sender's goroutine the moment it has an
-// acknowledgement from it.
-type onceKiller struct {
-	pid    atomic.Int64 // 0 when not armed
-	server atomic.Int32
-}
-
-// acked is called by a sender on server i after an acknowledgement.
-func (k *onceKiller) acked(i int) {
-	if k.pid.Load() != 0 && k.server.Load() == int32(i) {
-		if pid := k.pid.Swap(0); pid != 0 {
-			syscall.Kill(int(pid), syscall.SIGKILL)
-		}
-	}
-}
-
-// onceSock is what one connection (socket) was given.
-type onceSock struct {
-	server  int
-	live    time.Time // when its history arrived
-	resumed bool
-	ended   time.Time // zero while open, or closed by the test at the end
-	got     map[int64]string
-	dups    []onceDup
-}
-
-type onceDup struct {
-	id          int64
-	cycle       int
-	first, then string
-}
-
-func (d onceDup) String() string {
-	return fmt.Sprintf("id %d in run %d (%s, then %s)", d.id, d.cycle, d.first, d.then)
-}
-
-func (u *onceUser) serverNow() int {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return u.server
-}
-
-func (u *onceUser) connected() bool {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return u.conn != nil && u.conn.Err() == nil && u.sock.resumed
-}
-
-// backAfter is "" once u is connected and resumed on a connection live
-// after t0 or never lost, and, for a sender, acknowledged after t0;
-// otherwise why not.
-func (u *onceUser) backAfter(t0 time.Time) string {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	if u.conn == nil || u.conn.Err() != nil || !u.sock.resumed {
-		return fmt.Sprintf("%s (not connected, last error %v)", u.name, u.lastErr)
-	}
-	if !u.sender {
-		return ""
-	}
-	for _, at := range u.ackAt {
-		if at.After(t0) {
-			return ""
-		}
-	}
-	return fmt.Sprintf("%s (no ack since the kill, outbox %d, last error %v)", u.name, len(u.outbox), u.lastErr)
-}
-
-// give records a message given to socket s in some way.
-func (u *onceUser) give(s *onceSock, v any, how string) {
-	m, _ := v.(map[string]any)
-	f, _ := m["id"].(float64)
-	id := int64(f)
-	if id == 0 {
-		return
-	}
-	if first := s.got[id]; first != "" {
-		s.dups = append(s.dups, onceDup{id, int(u.cycle.Load()), first, how})
-	} else {
-		s.got[id] = how
-	}
-	u.seen[id] = fmt.Sprint(m["user"], ":", m["msg"])
-}
-
-func (u *onceUser) onEvent(s *onceSock, name string, args []any) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	switch name {
-	case "load all messages":
-		list, _ := args[0].([]any)
-		for _, it := range list {
-			u.give(s, it, "history")
-		}
-		s.live = time.Now()
-	case "new message":
-		u.give(s, args[0], "live")
-	case "session":
-		m, _ := args[0].(map[string]any)
-		if m["username"] == u.name {
-			s.resumed = true
-		}
-	}
-}
-
-func (u *onceUser) onClose(s *onceSock) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	if s.ended.IsZero() {
-		s.ended = time.Now()
-	}
-}
-
-// dial opens a connection to server i, resuming the session if there is a
-// token, and pages back until the history joins what u saw before.
-func (u *onceUser) dial(ctx context.Context, i int) error {
-	u.mu.Lock()
-	token := u.token
-	s := &onceSock{server: i, got: map[int64]string{}}
-	u.mu.Unlock()
-	var auth map[string]any
-	if token != "" {
-		auth = map[string]any{"token": token}
-	}
-	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	conn, err := sioclient.Dial(dctx, u.urls[i], sioclient.Options{Auth: auth, Transport: u.transport,
-		RequestTimeout: 10 * time.Second,
-		OnEvent:        func(name string, args []any) { u.onEvent(s, name, args) },
-		OnClose:        func(error) { u.onClose(s) }})
-	if err != nil {
-		return err
-	}
-	if token != "" {
-		for {
-			u.mu.Lock()
-			ok := s.resumed
-			u.mu.Unlock()
-			if ok {
-				break
-			}
-			select {
-			case <-conn.Done():
-				return conn.Err()
-			case <-dctx.Done():
-				conn.Close()
-				return fmt.Errorf("session not resumed")
-			case <-time.After(5 * time.Millisecond):
-			}
-		}
-	}
-	u.mu.Lock()
-	if token == "" {
-		s.resumed = true // logs in next
-	}
-	// Page back past the newest id seen before, by a margin: a message
-	// stored just before a server died can be broadcast by another one
-	// (on its sender's resend) before this connection was open, below
-	// its history.
-	var known int64
-	for id := range u.seen {
-		known = max(known, id)
-	}
-	known -= 300
-	u.conn, u.sock, u.server = conn, s, i
-	u.socks = append(u.socks, s)
-	var lowest int64
-	for id := range s.got {
-		if lowest == 0 || id < lowest {
-			lowest = id
-		}
-	}
-	u.mu.Unlock()
-	// Fill the gap between what this user saw before and this history,
-	// as a page does when it reconnects.
-	for pages := 0; lowest > 1 && lowest > known && token != "" && pages < 20; pages++ {
-		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		a, err := conn.Call(cctx, "load older messages", map[string]any{"before": lowest, "limit": 100})
-		cancel()
-		if err != nil {
-			return nil // the connection is gone; the next one pages again
-		}
-		m, _ := a[0].(map[string]any)
-		if m["success"] != true {
-			// Refused (the per-socket page rate): try again, as the
-			// page does.
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-time.After(time.Second):
-			}
-			continue
-		}
-		list, _ := m["messages"].([]any)
-		u.mu.Lock()
-		u.pages++
-		for _, it := range list {
-			id := int64(it.(map[string]any)["id"].(float64))
-			u.give(s, it, "page")
-			lowest = min(lowest, id)
-		}
-		u.mu.Unlock()
-		if len(list) == 0 {
-			break
-		}
-	}
-	return nil
-}
-
-// reconnect dials the other servers in a random order, then its own, until
-// one takes it (bounded by ctx).
-func (u *onceUser) reconnect(ctx context.Context) error {
-	for ctx.Err() == nil {
-		from := u.serverNow()
-		order := []int{}
-		for _, i := range rand.Perm(len(u.urls)) {
-			if i != from {
-				order = append(order, i)
-			}
-		}
-		order = append(order, from)
-		for _, i := range order {
-			err := u.dial(ctx, i)
-			if err == nil {
-				return nil
-			}
-			u.mu.Lock()
-			u.lastErr = err
-			u.mu.Unlock()
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-	return ctx.Err()
-}
-
-func (u *onceUser) call(ctx context.Context, ev string, args ...any) (map[string]any, error) {
-	u.mu.Lock()
-	c := u.conn
-	u.mu.Unlock()
-	if c == nil {
-		return nil, fmt.Errorf("not connected")
-	}
-	cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	defer cancel()
-	a, err := c.Call(cctx, ev, args...)
-	if err != nil {
-		return nil, err
-	}
-	m, _ := a[0].(map[string]any)
-	return m, nil
-}
-
-func (u *onceUser) registerAndLogin(ctx context.Context) error {
-	if err := u.dial(ctx, u.server); err != nil {
-		return fmt.Errorf("%s: %w", u.name, err)
-	}
-	if a, err := u.call(ctx, "register", map[string]any{"username": u.name, "password": "pw"}); err != nil || a["success"] != true {
-		return fmt.Errorf("%s: register: %v %v", u.name, a, err)
-	}
-	a, err := u.call(ctx, "login", map[string]any{"username": u.name, "password": "pw"})
-	if err != nil || a["success"] != true {
-		return fmt.Errorf("%s: login: %v %v", u.name, a, err)
-	}
-	u.mu.Lock()
-	u.token, _ = a["token"].(string)
-	u.mu.Unlock()
-	return nil
-}
-
-// flush sends the outbox, oldest first, one message in flight at a time.
-func (u *onceUser) flush(ctx context.Context) error {
-	for {
-		u.mu.Lock()
-		if len(u.outbox) == 0 || u.conn == nil {
-			u.mu.Unlock()
-			return nil
-		}
-		p := u.outbox[0]
-		u.sending = p.cid
-		u.tries[p.cid]++
-		c, server := u.conn, u.server
-		u.mu.Unlock()
-		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		a, err := c.Call(cctx, "send message", p.text, map[string]any{"id": p.cid})
-		cancel()
-		u.mu.Lock()
-		u.sending = ""
-		u.mu.Unlock()
-		if err != nil {
-			return err
-		}
-		m, _ := a[0].(map[string]any)
-		if m["success"] == true {
-			u.killer.acked(server)
-		}
-		if m["success"] != true {
-			return fmt.Errorf("%s: send refused: %v", u.name, m)
-		}
-		id, _ := m["id"].(float64)
-		u.mu.Lock()
-		if _, dup := u.acked[p.cid]; dup {
-			u.mu.Unlock()
-			return fmt.Errorf("%s: message %s acknowledged twice", u.name, p.cid)
-		}
-		u.acked[p.cid] = int64(id)
-		u.ackAt[p.cid] = time.Now()
-		u.outbox = u.outbox[1:]
-		u.mu.Unlock()
-	}
-}
-
-func (u *onceUser) chat(ctx context.Context, sending func() bool, period time.Duration) {
-	tick := time.NewTicker(period)
-	defer tick.Stop()
-	for ctx.Err() == nil {
-		u.mu.Lock()
-		c := u.conn
-		u.mu.Unlock()
-		if c == nil || c.Err() != nil {
-			if c != nil {
-				c.Close()
-			}
-			if u.reconnect(ctx) != nil {
-				return
-			}
-			u.mu.Lock()
-			c = u.conn
-			u.mu.Unlock()
-		}
-		if u.sender && sending() {
-			u.mu.Lock()
-			u.n++
-			cid := fmt.Sprintf("%s-r%d-%d", u.name, u.cycle.Load(), u.n)
-			u.outbox = append(u.outbox, pending{cid: cid, text: "says " + cid})
-			u.mu.Unlock()
-		}
-		if err := u.flush(ctx); err != nil {
-			u.mu.Lock()
-			u.lastErr = err
-			u.mu.Unlock()
-		}
-		select {
-		case <-ctx.Done():
-		case <-tick.C:
-		case <-u.trigger:
-		case <-c.Done():
-		}
-	}
-}
-
-func (u *onceUser) close() {
-	u.mu.Lock()
-	c := u.conn
-	u.mu.Unlock()
-	if c != nil {
-		c.Close()
-	}
-}
-
 type onceCounts struct{ sent, acked, stored, dups, losses int }
 
 type onceResult struct {
@@ -752,7 +361,7 @@ func cycleOf(cid string) int {
 
 // checkOnce checks the invariants of TestOnceAcrossCluster, failing the
 // test with examples, and returns the counts per run.
-func checkOnce(t *testing.T, dsn string, users []*onceUser, final time.Time, cycles int) onceResult {
+func checkOnce(t *testing.T, dsn string, users []*user, final time.Time, cycles int) onceResult {
 	t.Helper()
 	rows := dbMessages(t, dsn)
 	res := onceResult{perCycle: map[int]*onceCounts{}}
@@ -798,10 +407,14 @@ func checkOnce(t *testing.T, dsn string, users []*onceUser, final time.Time, cyc
 		for cid := range sent {
 			at(cycleOf(cid)).sent++
 		}
+		ackAt := map[string]time.Time{}
+		for _, a := range u.acks {
+			ackAt[a.cid] = a.at
+		}
 		for cid, id := range u.acked {
 			at(cycleOf(cid)).acked++
 			ackedCID[cid] = true
-			acks = append(acks, ackd{id, u.ackAt[cid], cid})
+			acks = append(acks, ackd{id, ackAt[cid], cid})
 			got := byCID[cid]
 			if len(got) != 1 {
 				fail("%s: %s (acknowledged as %d) stored %d times", u.name, cid, id, len(got))
