@@ -1,24 +1,18 @@
 // Command eioserver is the bare Engine.IO server of
-// github.com/zishang520/socket.io (servers/engine/v3), configured the way the
+// github.com/chatd/chat/server/socketio/engineio, configured the way the
 // official Engine.IO v4 protocol test suite
 // (socketio/engine.io-protocol, folder test-suite) expects: path /engine.io
-// (mounted on the mux; the engine handler itself ignores the path),
+// (mounted on the mux; the engine itself ignores the path),
 // pingInterval 300 ms, pingTimeout 200 ms, maxPayload 1000000, and every
 // message echoed back to its sender.
-//
-// With -pollfix the engine handler is wrapped by
-// github.com/chatd/chat/server/pollfix, as the chat server wraps it.
 //
 // It is a test fixture only; see ../run.sh and ../README.md.
 package main
 
 import (
-	"bufio"
 	"context"
 	"flag"
-	"io"
 	"log"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -26,77 +20,74 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/chatd/chat/server/pollfix"
-	"github.com/zishang520/socket.io/servers/engine/v3"
-	"github.com/zishang520/socket.io/servers/engine/v3/config"
-	"github.com/zishang520/socket.io/v3/pkg/types"
+	"github.com/chatd/chat/server/socketio/engineio"
 )
 
 const maxPayload = 1_000_000
 
+// echo sends every message back to its sender, text as text, binary as
+// binary.
+type echo struct{ trace bool }
+
+func (e echo) OnMessage(s *engineio.Session, data []byte, binary bool) {
+	if binary {
+		s.SendBinary(data)
+		return
+	}
+	s.Send(string(data))
+}
+
+func (e echo) OnClose(s *engineio.Session, reason string) {
+	if e.trace {
+		log.Printf("trace close %s %s", s.ID(), reason)
+	}
+}
+
 func main() {
 	addr := flag.String("addr", "127.0.0.1:3000", "listen address")
-	usePollfix := flag.Bool("pollfix", false, "wrap the engine handler with github.com/chatd/chat/server/pollfix")
-	verbose := flag.Bool("v", false, "log what pollfix does")
-	trace := flag.Bool("trace", false, "log every request's arrival and completion (for diagnosing races)")
+	trace := flag.Bool("trace", false, "log each request, open, refused upgrade and close")
+	// The library's polling bugs that server/pollfix worked around are not
+	// in this engine; the flag stays so that run.sh's eio-pollfix
+	// configuration still runs (the same server).
+	_ = flag.Bool("pollfix", false, "ignored: the engine needs no pollfix")
 	flag.Parse()
 
-	opts := config.DefaultServerOptions()
-	opts.SetPingInterval(300 * time.Millisecond)
-	opts.SetPingTimeout(200 * time.Millisecond)
-	opts.SetMaxHttpBufferSize(maxPayload)
-
-	eio := engine.NewServer(opts)
-	start := time.Now()
-	eio.On("connection", func(args ...any) {
-		sock, ok := args[0].(engine.Socket)
-		if !ok {
-			return
-		}
-		if *trace {
-			id := sock.Id()
-			log.Printf("trace %9dµs open  %s", time.Since(start).Microseconds(), id)
-			for _, ev := range []types.EventName{"upgrading", "upgrade"} {
-				sock.On(ev, func(...any) {
-					log.Printf("trace %9dµs %-5s %s", time.Since(start).Microseconds(), ev, id)
-				})
+	h := echo{trace: *trace}
+	opts := engineio.Options{
+		PingInterval: 300 * time.Millisecond,
+		PingTimeout:  200 * time.Millisecond,
+		MaxPayload:   maxPayload,
+		OnOpen: func(s *engineio.Session) {
+			if *trace {
+				log.Printf("trace open %s", s.ID())
 			}
-			sock.Once("close", func(args ...any) {
-				log.Printf("trace %9dµs close %s %v", time.Since(start).Microseconds(), id, args)
-			})
-		}
-		sock.On("message", func(args ...any) {
-			if len(args) == 0 {
-				return
-			}
-			// The data keeps its kind: a string buffer is sent back as a
-			// text packet, a byte buffer as a binary one.
-			if r, ok := args[0].(io.Reader); ok {
-				sock.Send(r, nil, nil)
-			}
-		})
-	})
-
-	var h http.Handler = eio
-	if *usePollfix {
-		var logger *slog.Logger
-		if *verbose {
-			logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
-		}
-		h = pollfix.Wrap(h, maxPayload, logger)
+			s.SetHandler(h)
+		},
 	}
 	if *trace {
-		h = traced(h, start)
+		opts.OnUpgradeRefused = func(s *engineio.Session, reason string) {
+			log.Printf("trace upgrade refused %s: %s", s.ID(), reason)
+		}
+	}
+	eio := engineio.NewServer(opts)
+
+	var handler http.Handler = eio
+	if *trace {
+		handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			log.Printf("trace begin %s %s", r.Method, r.URL.RawQuery)
+			eio.ServeHTTP(w, r)
+			log.Printf("trace end   %s %s", r.Method, r.URL.RawQuery)
+		})
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/engine.io/", h)
+	mux.Handle("/engine.io/", handler)
 
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		log.Fatal(err)
 	}
 	srv := &http.Server{Handler: mux}
-	log.Printf("eioserver: listening on %s (pollfix=%v)", ln.Addr(), *usePollfix)
+	log.Printf("eioserver: listening on %s", ln.Addr())
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -111,37 +102,3 @@ func main() {
 		log.Fatal(err)
 	}
 }
-
-// traced logs each request when it arrives and when its handler returns,
-// with the status, in microseconds since the start of the process.
-func traced(next http.Handler, start time.Time) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
-		log.Printf("trace %9dµs begin %s %s", time.Since(start).Microseconds(), r.Method, r.URL.RawQuery)
-		next.ServeHTTP(sw, r)
-		log.Printf("trace %9dµs end   %s %s -> %d", time.Since(start).Microseconds(), r.Method, r.URL.RawQuery, sw.status)
-	})
-}
-
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-}
-
-func (w *statusWriter) WriteHeader(code int) {
-	w.status = code
-	w.ResponseWriter.WriteHeader(code)
-}
-
-// Unwrap lets http.ResponseController reach the connection.
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
-// Hijack hands the connection to the WebSocket upgrader, which asks for
-// http.Hijacker directly.
-func (w *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	w.status = http.StatusSwitchingProtocols
-	return http.NewResponseController(w.ResponseWriter).Hijack()
-}
-
-// Flush passes on the engine's flushes of long-polling responses.
-func (w *statusWriter) Flush() { http.NewResponseController(w.ResponseWriter).Flush() }
