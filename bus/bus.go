@@ -50,7 +50,10 @@ type Bus interface {
 	// fails when that is not confirmed before ctx ends.
 	Publish(ctx context.Context, e Event) error
 	// Subscribe starts delivering events to h until Close. It is called
-	// at most once.
+	// at most once. Every event published after it returns reaches h, or
+	// h is told to Resync: it returns once the subscription is in effect,
+	// or, if that cannot be confirmed in time (the backend is down at
+	// start), calls Resync once it is.
 	Subscribe(h Handler) error
 	// Close stops delivery and releases the connection.
 	Close() error

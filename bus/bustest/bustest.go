@@ -5,7 +5,8 @@
 //
 // Beyond bus.Bus's comments, the suite holds implementations to this:
 //   - every bus on a backend, the publisher included, receives every event
-//     published after its Subscribe returned, with its fields intact;
+//     published after its Subscribe returned, with its fields intact, even
+//     one published the moment it returned;
 //   - events from one publisher arrive in the order they were published;
 //   - the handler is called one call at a time, and Publish does not wait for
 //     a slow handler;
@@ -59,6 +60,7 @@ func Run(t *testing.T, newBackend NewFunc) {
 		fn   func(*testing.T, OpenFunc)
 	}{
 		{"PublisherReceivesOwnEvent", testPublisherReceivesOwn},
+		{"PublishRightAfterSubscribe", testPublishRightAfterSubscribe},
 		{"EveryBusReceivesEveryEvent", testEveryBusReceivesEvery},
 		{"FieldsIntact", testFieldsIntact},
 		{"PublishWithoutSubscribe", testPublishWithoutSubscribe},
@@ -262,6 +264,30 @@ func testPublisherReceivesOwn(t *testing.T, o OpenFunc) {
 		t.Errorf("events = %+v, want exactly %+v", evs, want)
 	}
 	a.checkClean(t, "A")
+}
+
+// testPublishRightAfterSubscribe publishes the moment Subscribe returns,
+// from another bus and from the subscriber: both events must arrive, so
+// Subscribe may return only once the subscription is in effect (not once a
+// connection is up with the subscription still on its way). Repeated on
+// fresh buses, as a race in a connection's start shows only sometimes.
+func testPublishRightAfterSubscribe(t *testing.T, o OpenFunc) {
+	const rounds = 20
+	other := open(t, o)
+	for i := range rounds {
+		c := open(t, o)
+		if err := c.Subscribe(c.recorder); err != nil {
+			t.Fatalf("round %d: Subscribe: %v", i, err)
+		}
+		fromOther, fromSelf := msg("other", int64(i+1)), msg("self", int64(i+1))
+		other.publish(t, fromOther)
+		c.publish(t, fromSelf)
+		c.waitFor(t, fmt.Sprintf("round %d: both events published right after Subscribe", i), func(evs []bus.Event, _ int) bool {
+			return slices.Contains(evs, fromOther) && slices.Contains(evs, fromSelf)
+		})
+		c.checkClean(t, fmt.Sprintf("round %d", i))
+		c.close(t)
+	}
 }
 
 func testEveryBusReceivesEvery(t *testing.T, o OpenFunc) {

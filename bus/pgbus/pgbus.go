@@ -10,7 +10,9 @@ package pgbus
 
 import (
 	"context"
+	"crypto/rand"
 	"database/sql"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -30,11 +32,16 @@ type Bus struct {
 	db  *sql.DB
 	dsn string
 	log *slog.Logger
+	// ctx is canceled by Close: it ends Subscribe's probe.
+	ctx    context.Context
+	cancel context.CancelFunc
 
 	mu       sync.Mutex
 	listener *pq.Listener  // guarded by mu; nil until Subscribe
 	done     chan struct{} // closed under mu by Close
+	late     bool          // guarded by mu: Subscribe returned before its LISTEN was confirmed
 	wg       sync.WaitGroup
+	listenWG sync.WaitGroup // the goroutine that runs LISTEN and the probe
 }
 
 var _ bus.Bus = (*Bus)(nil)
@@ -42,7 +49,8 @@ var _ bus.Bus = (*Bus)(nil)
 // New returns a bus that publishes through db and listens on a connection
 // of its own to dsn.
 func New(db *sql.DB, dsn string, log *slog.Logger) *Bus {
-	return &Bus{db: db, dsn: dsn, log: log, done: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Bus{db: db, dsn: dsn, log: log, ctx: ctx, cancel: cancel, done: make(chan struct{})}
 }
 
 // Publish implements bus.Bus.
@@ -57,28 +65,33 @@ func (b *Bus) Publish(ctx context.Context, e bus.Event) error {
 	return nil
 }
 
-// Subscribe implements bus.Bus.
-// subscribeWait bounds how long Subscribe waits for the listener's first
-// connection.
-const subscribeWait = 10 * time.Second
+// subscribeWait bounds how long Subscribe waits for its LISTEN to be
+// confirmed.
+var subscribeWait = 10 * time.Second // a variable for the tests
 
+// probeKind is the kind of the event Subscribe publishes to confirm its
+// LISTEN. No handler is given one: every bus drops them (and a server that
+// does not know the kind ignores it).
+const probeKind = "pgbus.subscribed"
+
+// Subscribe implements bus.Bus. It returns once the listener's LISTEN is in
+// effect, proven end to end: an event it publishes after LISTEN (a probe)
+// came back through the listener, so every notice committed after Subscribe
+// returns reaches h, or the connection dropped since and h is told to
+// Resync. pq.Listener's Listen waits for a connection and runs LISTEN on it,
+// but that is how pq happens to work (its documentation promises no more
+// than "listening", a reconnect may lose the LISTEN's answer, and a database
+// that does not answer makes it wait for ever); the probe does not depend on
+// it. If no confirmation comes within subscribeWait (the database is down
+// at start), Subscribe returns nil anyway, logs it, and h is told to Resync
+// once the confirmation comes: what was published meanwhile is read from
+// the database then.
 func (b *Bus) Subscribe(h bus.Handler) error {
-	select {
-	case <-b.done:
-		return errors.New("pgbus: subscribe after Close")
-	default:
-	}
-	// pq connects in the background and runs LISTEN once connected, so
-	// Listen returns before notices can arrive; only a reconnect is
-	// followed by a nil notification (our Resync), not the first connect.
-	// Subscribe waits for that first connection, so a server does not
-	// miss what is published in its first moments.
-	connected := make(chan struct{})
-	var connectedOnce sync.Once
+	var r [8]byte
+	rand.Read(r[:])
+	token := hex.EncodeToString(r[:])
+	ready := make(chan struct{})
 	l := pq.NewListener(b.dsn, 100*time.Millisecond, 2*time.Second, func(ev pq.ListenerEventType, err error) {
-		if ev == pq.ListenerEventConnected || ev == pq.ListenerEventReconnected {
-			connectedOnce.Do(func() { close(connected) })
-		}
 		switch ev {
 		case pq.ListenerEventDisconnected:
 			b.log.Warn("bus listener disconnected", "err", err)
@@ -88,34 +101,104 @@ func (b *Bus) Subscribe(h bus.Handler) error {
 			b.log.Debug("bus listener connect attempt failed", "err", err)
 		}
 	})
-	if err := l.Listen(Channel); err != nil {
-		l.Close()
-		return fmt.Errorf("pgbus: listen: %w", err)
-	}
-	select {
-	case <-connected:
-	case <-time.After(subscribeWait):
-		b.log.Warn("bus listener not connected yet: notices published before it connects will be missed")
-	}
 	b.mu.Lock()
+	var refuse error
 	select {
 	case <-b.done:
+		refuse = errors.New("pgbus: subscribe after Close")
+	default:
+		if b.listener != nil {
+			refuse = errors.New("pgbus: already subscribed")
+		}
+	}
+	if refuse != nil {
 		b.mu.Unlock()
 		l.Close()
 		for range l.Notify {
 		}
-		return errors.New("pgbus: subscribe after Close")
-	default:
+		return refuse
 	}
 	b.listener = l
 	b.wg.Add(1) // under mu, so that Close cannot be waiting already
+	b.listenWG.Add(1)
 	b.mu.Unlock()
-	go b.run(l, h)
+	go b.run(l, h, token, ready)
+	go b.listen(l, token, ready)
+	wait := time.NewTimer(subscribeWait)
+	defer wait.Stop()
+	select {
+	case <-ready:
+		return nil
+	case <-b.done:
+		return errors.New("pgbus: closed while subscribing")
+	case <-wait.C:
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	select {
+	case <-ready:
+		return nil
+	default:
+	}
+	b.late = true
+	b.log.Warn("bus listener not confirmed yet: notices published until it is will be caught up from the database then")
 	return nil
 }
 
-func (b *Bus) run(l *pq.Listener, h bus.Handler) {
+// listen runs LISTEN, then publishes the probe that confirms it (again
+// while publishing fails), until the confirmation comes or Close.
+func (b *Bus) listen(l *pq.Listener, token string, ready <-chan struct{}) {
+	defer b.listenWG.Done()
+	if err := l.Listen(Channel); err != nil {
+		// net.ErrClosed: Close came first.
+		if b.ctx.Err() == nil {
+			b.log.Error("bus: listen", "err", err)
+		}
+		return
+	}
+	payload, _ := json.Marshal(bus.Event{Kind: probeKind, Origin: token})
+	for retry := 100 * time.Millisecond; ; retry = min(2*retry, 2*time.Second) {
+		ctx, cancel := context.WithTimeout(b.ctx, subscribeWait)
+		_, err := b.db.ExecContext(ctx, `SELECT pg_notify($1, $2)`, Channel, string(payload))
+		cancel()
+		if err == nil {
+			// It comes back, or the connection drops and the
+			// reconnect confirms (run).
+			select {
+			case <-ready:
+			case <-b.ctx.Done():
+			}
+			return
+		}
+		if b.ctx.Err() != nil {
+			return
+		}
+		b.log.Debug("bus: publishing the listener's probe failed; retrying", "err", err)
+		select {
+		case <-ready:
+			return
+		case <-b.ctx.Done():
+			return
+		case <-time.After(retry):
+		}
+	}
+}
+
+func (b *Bus) run(l *pq.Listener, h bus.Handler, token string, ready chan struct{}) {
 	defer b.wg.Done()
+	confirmed := false
+	// confirm marks the LISTEN confirmed and reports whether Subscribe
+	// had returned without it.
+	confirm := func() (late bool) {
+		if confirmed {
+			return false
+		}
+		confirmed = true
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		close(ready)
+		return b.late
+	}
 	// A quiet connection can die without a word (a firewall, a hung
 	// database); pinging finds out so the listener reconnects.
 	ping := time.NewTicker(15 * time.Second)
@@ -129,13 +212,21 @@ func (b *Bus) run(l *pq.Listener, h bus.Handler) {
 				return
 			}
 			if n == nil {
-				// pq sends nil after a reconnect: notices may be lost.
+				// pq sends nil after a reconnect, whose LISTEN is in
+				// effect: notices may be lost.
+				confirm()
 				h.Resync()
 				continue
 			}
 			var e bus.Event
 			if err := json.Unmarshal([]byte(n.Extra), &e); err != nil {
 				b.log.Warn("bus: ignoring malformed event", "err", err)
+				continue
+			}
+			if e.Kind == probeKind {
+				if e.Origin == token && confirm() {
+					h.Resync()
+				}
 				continue
 			}
 			h.HandleEvent(e)
@@ -158,15 +249,17 @@ func (b *Bus) Close() error {
 		close(b.done)
 	}
 	b.mu.Unlock()
+	b.cancel()
 	b.wg.Wait()
 	if l == nil {
 		return nil
 	}
-	err := l.Close()
+	err := l.Close() // also ends a Listen still waiting for a connection
 	// run no longer reads Notify, and pq's goroutines may be blocked
 	// sending on it (the handler was behind): unblock them until pq
 	// closes the channel, which it does once they have ended.
 	for range l.Notify {
 	}
+	b.listenWG.Wait()
 	return err
 }
