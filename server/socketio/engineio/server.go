@@ -288,7 +288,9 @@ func (srv *Server) handshake(w http.ResponseWriter, r *http.Request, proto uint8
 		}
 		s.ws = c
 		c.SetSession(s)
-		s.rbuf = extra
+		if len(extra) > 0 {
+			s.rbuf = extra
+		}
 		s.writePacketLocked(&open)
 		out := s.out
 		s.out, s.outBytes = nil, 0
@@ -366,7 +368,9 @@ func (srv *Server) upgradeWS(w http.ResponseWriter, r *http.Request, s *Session)
 		return
 	}
 	c.SetSession(s)
-	s.rbuf = extra
+	if len(extra) > 0 {
+		s.rbuf = extra
+	}
 	// Under s.mu, so that the poller's first OnData finds s.ws set.
 	if _, err := srv.nb.AddConn(c); err != nil {
 		s.unlock()

@@ -315,6 +315,9 @@ func (s *Session) onPacketLocked(typ byte, text string) {
 		if s.proto == 4 && s.awaitPong {
 			s.awaitPong = false
 			s.due = s.srv.wheel.nanos() + int64(o.PingInterval)
+			// The node waits for the pong's deadline, which may be later
+			// than the next ping (PingTimeout > PingInterval).
+			s.srv.wheel.schedule(&s.hb, o.PingInterval)
 		}
 	case pktClose:
 		// The client's poll, if it is not yet here, may be on its way
