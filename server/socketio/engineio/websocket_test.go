@@ -3,8 +3,8 @@ package engineio
 import (
 	"bufio"
 	"bytes"
-	"io"
 	"fmt"
+	"io"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -378,12 +378,12 @@ func TestFramesNeverInterleave(t *testing.T) {
 func TestHostileWebSocket(t *testing.T) {
 	ts := startServer(t, Options{MaxPayload: 1000})
 	cases := [][]byte{
-		{0x81, 0x05, 'h', 'e', 'l', 'l', 'o'},                // unmasked
-		{0xF1, 0x80},                                         // reserved bits
-		{0x83, 0x80, 0, 0, 0, 0},                             // reserved opcode
+		{0x81, 0x05, 'h', 'e', 'l', 'l', 'o'},               // unmasked
+		{0xF1, 0x80},                                        // reserved bits
+		{0x83, 0x80, 0, 0, 0, 0},                            // reserved opcode
 		{0x81, 0x80 | 127, 0xFF, 0, 0, 0, 0, 0, 0, 0, 1, 2}, // 2^63-ish length
-		{0x80, 0x80, 0, 0, 0, 0},                             // continuation without start
-		append([]byte{0x81, 0x83, 0, 0, 0, 0}, "zzz"...),     // not an Engine.IO packet
+		{0x80, 0x80, 0, 0, 0, 0},                            // continuation without start
+		append([]byte{0x81, 0x83, 0, 0, 0, 0}, "zzz"...),    // not an Engine.IO packet
 		append([]byte{0x82, 0x80 | 126, 0x04, 0x00, 0, 0, 0, 0}, make([]byte, 1024)...), // > MaxPayload
 	}
 	for i, b := range cases {
