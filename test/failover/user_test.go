@@ -389,6 +389,7 @@ func (u *user) flush(ctx context.Context) error {
 		u.tries[p.cid]++
 		c, server, conn := u.conn, u.server, u.sock.n
 		u.mu.Unlock()
+		sent := time.Now()
 		a, err := callOn(ctx, c, "send message", p.text, map[string]any{"id": p.cid})
 		u.mu.Lock()
 		u.sending = ""
@@ -400,7 +401,7 @@ func (u *user) flush(ctx context.Context) error {
 			return fmt.Errorf("%s: send refused: %v", u.name, a)
 		}
 		if u.killer != nil {
-			u.killer.acked(server)
+			u.killer.acked(server, sent)
 		}
 		id, _ := a["id"].(float64)
 		u.mu.Lock()
@@ -514,11 +515,15 @@ func (u *user) backAfter(t0 time.Time, sender bool) string {
 type onceKiller struct {
 	pid    atomic.Int64 // 0 when not armed
 	server atomic.Int32
+	// since: only an acknowledgement of a message sent from then on
+	// (Unix nanoseconds) counts; 0 for any.
+	since atomic.Int64
 }
 
-// acked is called by a sender on server i after an acknowledgement.
-func (k *onceKiller) acked(i int) {
-	if k.pid.Load() != 0 && k.server.Load() == int32(i) {
+// acked is called by a sender on server i after an acknowledgement of a
+// message it sent at sent.
+func (k *onceKiller) acked(i int, sent time.Time) {
+	if k.pid.Load() != 0 && k.server.Load() == int32(i) && sent.UnixNano() >= k.since.Load() {
 		if pid := k.pid.Swap(0); pid != 0 {
 			syscall.Kill(int(pid), syscall.SIGKILL)
 		}
