@@ -28,7 +28,10 @@ import (
 // acknowledged, acknowledged and not yet announced on the bus, or
 // announced and not yet acknowledged; its users reconnect to the other
 // servers with their session token and resend what was not acknowledged;
-// the server is started again. Every cycle's counts are logged.
+// the server is started again. On NATS, every tenth cycle and the last
+// hold the victim's traffic to nats-server from the burst to the kill and
+// discard it (onceHeld): the victim must acknowledge nothing sent meanwhile.
+// Every cycle's counts are logged.
 //
 // Asserted at the end, over every cycle:
 //   - every acknowledged message is stored once, under the id acknowledged,
