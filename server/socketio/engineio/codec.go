@@ -24,12 +24,15 @@ const recordSeparator = '\x1e'
 var errParse = errors.New("engineio: malformed payload")
 
 // packet is one packet waiting for a polling response, or read from one.
-// For a binary message bin holds the data (text is empty).
+// For a binary message bin holds the data (text is empty). A decoded text
+// packet's data is raw, a slice of the body it came from (valid while the
+// body is), so that reading a POST copies nothing.
 type packet struct {
 	typ    byte
 	binary bool
 	text   string
 	bin    []byte
+	raw    []byte
 }
 
 func (p *packet) size() int { return 1 + len(p.text) + len(p.bin) }
@@ -118,7 +121,7 @@ func decodePacket(proto int, b []byte) (packet, error) {
 	if b[0] < pktOpen || b[0] > pktNoop {
 		return packet{}, errParse
 	}
-	return packet{typ: b[0], text: string(b[1:])}, nil
+	return packet{typ: b[0], raw: b[1:]}, nil
 }
 
 // decodePayloadV4 splits an EIO4 polling body at record separators.

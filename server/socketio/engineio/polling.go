@@ -164,12 +164,12 @@ func (srv *Server) post(w http.ResponseWriter, r *http.Request, s *Session) {
 				if p.binary {
 					h.OnMessage(s, p.bin, true)
 				} else {
-					h.OnMessage(s, []byte(p.text), false)
+					h.OnMessage(s, p.raw, false)
 				}
 			}
 			continue
 		}
-		s.onPacketLocked(p.typ, p.text)
+		s.onPacketLocked(p.typ, string(p.raw))
 		s.unlock()
 	}
 	h := w.Header()

@@ -82,8 +82,8 @@ func (s *Session) writeControlLocked(op byte, payload []byte) {
 
 // cutOffLocked drops a slow peer: its queue is discarded, its conn closed.
 func (s *Session) cutOffLocked() {
-	s.slow = true
 	if s.upgrade == upDone {
+		s.slow = true
 		s.closeLocked("transport error", 0)
 	} else {
 		s.abortProbeLocked("slow peer")

@@ -136,13 +136,14 @@ func TestUpgradeKeepsOrder(t *testing.T) {
 			} else {
 				s.SendPrepared(Prepare(fmt.Sprint(i)))
 			}
-			if i%100 == 0 {
-				time.Sleep(time.Millisecond)
+			if i%20 == 0 {
+				time.Sleep(time.Millisecond) // ~100 ms in all: the upgrade happens meanwhile
 			}
 		}
 		<-stop
 	}()
 	var got []string
+	viaWS := 0
 	take := func(payload string) {
 		for _, p := range strings.Split(payload, "\x1e") {
 			if p == "" || p[0] != '4' {
@@ -168,6 +169,7 @@ func TestUpgradeKeepsOrder(t *testing.T) {
 		m := c.readText(t, true)
 		if m[0] == '4' {
 			got = append(got, m[1:])
+			viaWS++
 		}
 	}
 	close(stop)
@@ -180,6 +182,7 @@ func TestUpgradeKeepsOrder(t *testing.T) {
 	if s.Transport() != "websocket" || refused.Load() != 0 {
 		t.Fatal(s.Transport(), refused.Load())
 	}
+	t.Logf("%d of %d messages by polling, %d by WebSocket", n-viaWS, n, viaWS)
 	if code, _ := ts.do(t, "GET", q, ""); code != 400 {
 		t.Fatal("poll after upgrade:", code)
 	}
