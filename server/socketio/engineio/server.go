@@ -57,6 +57,14 @@ func (srv *Server) poller() (*nbio.Engine, error) {
 	w := srv.wheel
 	nb.OnData(func(c *nbio.Conn, data []byte) {
 		if s, ok := c.Session().(*Session); ok {
+			// nbio's poller does not recover: a panic here (a handler's)
+			// would end the process. It ends the connection instead (its
+			// OnClose ends the session).
+			defer func() {
+				if recover() != nil {
+					c.Close()
+				}
+			}()
 			s.onWSData(c, data)
 		}
 	})

@@ -26,7 +26,8 @@ type Session struct {
 	wsClosing bool  // a close frame is queued; close the conn once flushed
 	slow      bool  // cut off as a slow peer (for OnSlowPeer)
 	final     byte  // while closing: the packet the last poll gets after the queue
-	notify    string
+	notify    string // close reason for the callbacks run by unlock
+	refused   string // failed upgrade's reason for OnUpgradeRefused, run by unlock
 	due       int64      // wheel nanos; see onTimer
 	poll      *pollWait  // the pending GET, if any
 	out       []packet   // polling packets not yet answered
@@ -163,13 +164,16 @@ func (s *Session) closingLocked(reason string, final byte) {
 
 // unlock releases s.mu, then runs the callbacks a close decided on.
 func (s *Session) unlock() {
-	reason, slow, h := s.notify, s.slow, s.h
-	s.notify, s.slow = "", false
+	reason, slow, refused, h := s.notify, s.slow, s.refused, s.h
+	s.notify, s.slow, s.refused = "", false, ""
 	s.mu.Unlock()
+	o := &s.srv.opts
+	if refused != "" && o.OnUpgradeRefused != nil {
+		o.OnUpgradeRefused(s, refused)
+	}
 	if reason == "" {
 		return
 	}
-	o := &s.srv.opts
 	if slow && o.OnSlowPeer != nil {
 		o.OnSlowPeer(s)
 	}

@@ -156,11 +156,7 @@ func (s *Session) abortProbeLocked(reason string) {
 	if s.poll != nil && len(s.out) > 0 {
 		s.answerPollLocked(200, 0)
 	}
-	if f := s.srv.opts.OnUpgradeRefused; f != nil {
-		// Called under s.mu: the hook is for logging and must not call
-		// back into the session.
-		f(s, reason)
-	}
+	s.refused = reason
 }
 
 // onWSData is nbio's OnData: parse whole frames, keep a partial one.

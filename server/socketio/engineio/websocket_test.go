@@ -445,3 +445,23 @@ func (t *throttled) Read(p []byte) (int, error) {
 	time.Sleep(t.pause)
 	return t.r.Read(p[:min(len(p), t.chunk)])
 }
+
+// panicky panics on every message.
+type panicky struct{ closed chan string }
+
+func (p panicky) OnMessage(*Session, []byte, bool)  { panic("handler bug") }
+func (p panicky) OnClose(_ *Session, reason string) { p.closed <- reason }
+
+func TestHandlerPanicEndsOnlyItsSession(t *testing.T) {
+	h := panicky{closed: make(chan string, 1)}
+	ts := startServer(t, Options{OnOpen: func(s *Session) { s.SetHandler(h) }})
+	c := dialWS(t, ts, "EIO=4&transport=websocket")
+	c.readText(t, false)
+	c.text("4boom")
+	select {
+	case <-h.closed:
+	case <-time.After(3 * time.Second):
+		t.Fatal("session not closed")
+	}
+	ts.waitCount(t, 0)
+}
