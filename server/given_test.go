@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"unsafe"
@@ -154,43 +152,10 @@ func TestGivenIDsBounded(t *testing.T) {
 	}
 }
 
-// liveClient is a hub client recording the ids it is sent, by any path.
-func liveClient(h *hub, frames bool) (*client, func() []int64) {
-	var mu sync.Mutex
-	var got []int64
-	rec := func(b []byte) {
-		mu.Lock()
-		defer mu.Unlock()
-		for f := range strings.SplitSeq(strings.TrimSuffix(string(b), ";"), ";") {
-			id, _ := strconv.ParseInt(f, 10, 64)
-			got = append(got, id)
-		}
-	}
-	c := &client{
-		send: func(ev string, args ...any) {
-			mu.Lock()
-			got = append(got, args[0].(wireMessage).ID)
-			mu.Unlock()
-		},
-		sendEncoded: func(e encoded) { rec(e.frame) },
-	}
-	if frames {
-		c.sendFrames = func(b []byte) bool { rec(b); return true }
-	}
-	h.join(c)
-	return c, func() []int64 {
-		mu.Lock()
-		defer mu.Unlock()
-		return slices.Clone(got)
-	}
-}
-
-func testHub() *hub {
-	h := newHub()
-	h.encode = func(payload any) encoded {
-		return encoded{frame: fmt.Appendf(nil, "%d;", payload.(wireMessage).ID)}
-	}
-	return h
+// liveClient is a conn on h recording the ids it is given.
+func liveClient(h *hub) (*conn, func() []int64) {
+	c, r := newTestConn(h)
+	return c, r.ids
 }
 
 func msgs(ids ...int64) []store.Message {
@@ -215,13 +180,22 @@ func broadcastAll(h *hub, ms []store.Message) {
 // hub: a socket is never given an id twice, and is given every id its
 // history lacked, whatever the order.
 func TestSocketNeverGivenAnIDTwice(t *testing.T) {
-	for _, frames := range []bool{false, true} {
-		t.Run(fmt.Sprint("frames=", frames), func(t *testing.T) {
-			h := testHub()
-			c, got := liveClient(h, frames)
+	for _, batched := range []bool{false, true} {
+		t.Run(fmt.Sprint("batched=", batched), func(t *testing.T) {
+			h := newHub()
+			c, got := liveClient(h)
+			// One broadcast at a time, or each group in one pass.
+			send := func(ms []store.Message) {
+				for _, m := range ms {
+					<-h.broadcast(m)
+				}
+			}
+			if batched {
+				send = func(ms []store.Message) { broadcastAll(h, ms) }
+			}
 			// While the history loads: 300 (in it) and 303 (committed
 			// after the read) arrive.
-			broadcastAll(h, msgs(300, 303))
+			send(msgs(300, 303))
 			// The history: 299-302, without 298 (allotted, not yet
 			// committed).
 			history := msgs(297, 299, 300, 301, 302)
@@ -231,18 +205,18 @@ func TestSocketNeverGivenAnIDTwice(t *testing.T) {
 			// announcing it); a bus event for 301 arriving after the
 			// history; the late 298; 303 again from a resync; a batch
 			// mixing repeats and new ids.
-			broadcastAll(h, msgs(302))
-			broadcastAll(h, msgs(301))
-			broadcastAll(h, msgs(298))
-			broadcastAll(h, msgs(303, 304))
-			broadcastAll(h, msgs(305, 299, 306, 305, 307))
+			send(msgs(302))
+			send(msgs(301))
+			send(msgs(298))
+			send(msgs(303, 304))
+			send(msgs(305, 299, 306, 305, 307))
 			// A page of older messages, then one of them live; a
 			// late one live, then a page that holds it.
 			if p := c.givePage(msgs(290, 291, 293)); len(p) != 3 {
 				t.Fatalf("page cut to %v", p)
 			}
-			broadcastAll(h, msgs(291, 292))
-			broadcastAll(h, msgs(285))
+			send(msgs(291, 292))
+			send(msgs(285))
 			if p := c.givePage(msgs(284, 285, 286)); len(p) != 2 || p[0].ID != 284 || p[1].ID != 286 {
 				t.Fatalf("page %v, want 284 and 286 (285 was given live)", p)
 			}
@@ -258,12 +232,12 @@ func TestSocketNeverGivenAnIDTwice(t *testing.T) {
 // (local sends, the relay) with repeats, a socket joining in the middle:
 // every socket gets each id exactly once, counting its history.
 func TestSocketOnceUnderConcurrentBroadcasts(t *testing.T) {
-	h := testHub()
-	early, gotEarly := liveClient(h, true)
+	h := newHub()
+	early, gotEarly := liveClient(h)
 	early.goLive(nil)
 	const n = 400
 	var wg sync.WaitGroup
-	var late *client
+	var late *conn
 	var gotLate func() []int64
 	var lateHistory []store.Message
 	for w := range 4 {
@@ -278,7 +252,7 @@ func TestSocketOnceUnderConcurrentBroadcasts(t *testing.T) {
 		})
 	}
 	wg.Go(func() {
-		late, gotLate = liveClient(h, false)
+		late, gotLate = liveClient(h)
 		lateHistory = msgs(1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
 		late.goLive(lateHistory)
 	})

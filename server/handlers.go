@@ -3,169 +3,51 @@ package server
 import (
 	"context"
 	"errors"
-	"log/slog"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/chatd/chat/bus"
-	"github.com/chatd/chat/server/wstransport"
+	"github.com/chatd/chat/server/socketio"
 	"github.com/chatd/chat/store"
-	"github.com/zishang520/socket.io/servers/socket/v3"
 	"golang.org/x/crypto/bcrypt"
-	"golang.org/x/time/rate"
 )
 
-// session is one socket's login state. Its handlers run one at a time, but
-// disconnect can run beside them, so the state sits under a mutex and a
-// closed session never logs in again: a login that finishes after its
-// socket left cannot leave a ghost in the online list.
-type session struct {
-	mu sync.Mutex
-	// Fields below are guarded by mu.
-	user      string // "" when not logged in
-	tokenHash string // the session token this socket logged in with, if any
-	closed    bool
-}
-
-// bind logs the session in as user, replacing any earlier user, and
-// reports the online-list version to wait for. It fails once closed.
-func (ss *session) bind(o *online, user, tokenHash string) (uint64, bool) {
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	if ss.closed {
-		return 0, false
-	}
-	ss.tokenHash = tokenHash
-	if ss.user == user {
-		// Logging in again as oneself changes no count, but the seed
-		// broadcast the list on every login and clients expect it.
-		o.signal()
-		return o.current(), true
-	}
-	if ss.user != "" {
-		o.remove(ss.user)
-	}
-	ss.user = user
-	return o.add(user), true
-}
-
-// unbind logs the session out; close also prevents later logins. Both
-// return the user that was logged in, or "".
-func (ss *session) unbind(o *online, close bool) (user, tokenHash string) {
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	if close {
-		ss.closed = true
-	}
-	user, tokenHash = ss.user, ss.tokenHash
-	ss.user, ss.tokenHash = "", ""
-	if user != "" {
-		o.remove(user)
-	}
-	return user, tokenHash
-}
-
-func (ss *session) username() string {
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	return ss.user
-}
-
-func (s *Server) onConnection(sock *socket.Socket) {
-	sid := string(sock.Id())
-	log := s.log.With("sid", sid)
-	pr := s.guard.peerOf(sock.Request().Request())
-	ip := pr.key
-	if pr.unnamed {
-		s.guard.noteUnnamed(s.log, pr)
-	}
+// onConnection sets up a new socket: it runs on the socket's executor
+// before the client hears that it is connected, so the handlers set here
+// see every event the client sends, and the history queued here is the
+// first event the client receives.
+func (s *Server) onConnection(sock *socketio.Socket) {
+	pr, _ := sock.Data().(peer)
+	log := s.log.With("sid", sock.ID())
 	capped := s.guard.capConns(pr)
-	if capped && !s.guard.conns.Acquire(ip) {
+	if capped && !s.guard.conns.Acquire(pr.key) {
 		s.met.rejections.WithLabelValues("connections_per_ip").Inc()
-		s.refusals.Warn(log, "refused a connection: too many from one address", "ip", ip, "max", s.guard.cfg.ConnsPerIP)
-		sock.Disconnect(true)
+		s.refusals.Warn(log, "refused a connection: too many from one address", "ip", pr.key, "max", s.guard.cfg.ConnsPerIP)
+		sock.Disconnect()
 		return
 	}
-	ss := &session{}
-	// drained is set once an upgraded socket's engine is known to hold
-	// no packet from before the upgrade (see sendEncoded). The hub calls
-	// sendFrames and sendEncoded under the client's lock, one at a time.
-	var drained atomic.Bool
-	c := &client{
-		send: func(ev string, args ...any) { sock.Emit(ev, args...) },
-		// A socket on our WebSocket transport gets broadcast frames as
-		// they are: no per-recipient encoding, no engine emitters. That
-		// includes a socket that started on long-polling (the stock
-		// client's path) once its upgrade is done and drained; until
-		// then the engine may hold packets queued while polling, which
-		// must go first, so it goes through the engine.
-		sendFrames: func(frames []byte) bool {
-			conn := sock.Conn()
-			if !sock.Connected() || (conn.Upgraded() && !drained.Load()) {
-				return false
-			}
-			t, ok := conn.Transport().(*wstransport.Transport)
-			if ok {
-				t.WriteFrame(frames)
-			}
-			return ok
-		},
-		// Written straight to the engine, past socket.Emit: the packet
-		// was encoded once for all recipients (hub.encode).
-		sendEncoded: func(e encoded) {
-			if !sock.Connected() {
-				return
-			}
-			_, onWS := sock.Conn().Transport().(*wstransport.Transport)
-			sock.Client().WriteToEngine(e.packets, &socket.WriteOptions{})
-			if onWS {
-				// The engine flushed this write to the WebSocket, which
-				// takes packets at once, and a flush takes everything
-				// queued before it: the engine holds nothing older now,
-				// so frames written straight to the WebSocket from here
-				// on come after all of it.
-				drained.Store(true)
-			}
-		},
-		close: func(reason string) {
-			log.Info("disconnecting socket", "reason", reason)
-			sock.Disconnect(true)
-		},
-	}
+	c := &conn{sock: sock, log: log, peer: pr, capped: capped, pages: s.guard.pageLimiter()}
 	s.hub.join(c)
-	s.gate.connected(string(sock.Conn().Id()))
 
-	// Handlers are registered before anything is awaited, so no event the
-	// client sends right after connecting is dropped.
-	sock.On("register", func(args ...any) { s.onRegister(log, pr, args) })
-	sock.On("login", func(args ...any) { s.onLogin(log, pr, ss, args) })
-	sock.On("logout", func(args ...any) { s.onLogout(log, ss, args) })
-	sock.On("send message", func(args ...any) { s.onSend(log, ss, sock, args) })
-	pages := s.guard.pageLimiter()
-	sock.On("load older messages", func(args ...any) { s.onOlder(log, pages, c, args) })
-	sock.On("disconnect", func(args ...any) {
-		// A client that leaves the namespace but keeps its connection
-		// holds an Engine.IO session with no socket: no timeout ends it
-		// and MAX_CONNS_PER_IP no longer counts it. This server has one
-		// namespace, and socket.io-client closes the connection with its
-		// last socket anyway, so the connection goes too.
-		if len(args) > 0 && args[0] == "client namespace disconnect" {
-			sock.Conn().Close(false)
-		}
+	on := func(event string, h func(c *conn, args []any, ack func(any))) {
+		sock.On(event, func(args []any, ack func(...any)) { h(c, args, reply(ack)) })
+	}
+	on("register", s.onRegister)
+	on("login", s.onLogin)
+	on("logout", s.onLogout)
+	on("send message", s.onSend)
+	on("load older messages", s.onOlder)
+	sock.OnDisconnect(func(reason string) {
 		if capped {
-			s.guard.conns.Release(ip)
+			s.guard.conns.Release(pr.key)
 		}
+		user := c.close(s.online)
 		s.hub.leave(c)
-		if user, _ := ss.unbind(s.online, true); user != "" {
-			log.Info("logged-in socket disconnected", "user", user)
+		if user != "" {
+			log.Info("logged-in socket disconnected", "user", user, "reason", reason)
 		}
 	})
 
-	// The history is this socket's first queued task, so it runs before
-	// any event handler and `load all messages` is the first event the
-	// client receives.
-	token, _ := authToken(sock.Handshake().Auth)
+	token, _ := authToken(sock.Auth())
 	sock.Enqueue(func() {
 		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.StoreTimeout)
 		defer cancel()
@@ -183,7 +65,7 @@ func (s *Server) onConnection(sock *socket.Socket) {
 		sock.Emit("load all messages", wireMsgs(history))
 		c.goLive(history)
 		if token != "" {
-			s.resume(ctx, log, ss, sock, token)
+			s.resume(ctx, c, token)
 		}
 	})
 }
@@ -210,7 +92,8 @@ func (s *Server) recentMessages(ctx context.Context) ([]store.Message, error) {
 // resume logs the socket in with the session token from its handshake, so
 // that after a failover or a page reload the user is back without typing a
 // password. The socket learns the outcome from a `session` event.
-func (s *Server) resume(ctx context.Context, log *slog.Logger, ss *session, sock *socket.Socket, token string) {
+func (s *Server) resume(ctx context.Context, c *conn, token string) {
+	log, sock := c.log, c.sock
 	hash := hashToken(token)
 	user, err := s.store.SessionUser(ctx, hash, time.Now())
 	switch {
@@ -223,7 +106,7 @@ func (s *Server) resume(ctx context.Context, log *slog.Logger, ss *session, sock
 		sock.Emit("session", map[string]any{"username": nil, "message": msgUnavailable, "retry": true})
 		return
 	}
-	if _, bound := ss.bind(s.online, user, hash); !bound {
+	if _, bound := c.bind(s.online, user, hash); !bound {
 		return
 	}
 	log.Info("resumed session", "user", user)
@@ -234,9 +117,9 @@ func (s *Server) storeCtx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(s.ctx, s.cfg.StoreTimeout)
 }
 
-func (s *Server) onRegister(log *slog.Logger, pr peer, args []any) {
+func (s *Server) onRegister(c *conn, args []any, ack func(any)) {
+	log, pr := c.log, c.peer
 	ip := pr.key
-	args, ack := splitAck(args)
 	if !s.guard.allowAuth(pr) {
 		s.met.rejections.WithLabelValues(authLimitName(pr)).Inc()
 		s.refusals.Warn(log, "register refused: rate limit", "ip", ip, "limit", authLimitName(pr))
@@ -287,9 +170,9 @@ func (s *Server) onRegister(log *slog.Logger, pr peer, args []any) {
 	}
 }
 
-func (s *Server) onLogin(log *slog.Logger, pr peer, ss *session, args []any) {
+func (s *Server) onLogin(c *conn, args []any, ack func(any)) {
+	log, pr := c.log, c.peer
 	ip := pr.key
-	args, ack := splitAck(args)
 	if !s.guard.allowAuth(pr) {
 		s.met.rejections.WithLabelValues(authLimitName(pr)).Inc()
 		s.refusals.Warn(log, "login refused: rate limit", "ip", ip, "limit", authLimitName(pr))
@@ -351,7 +234,7 @@ func (s *Server) onLogin(log *slog.Logger, pr peer, ss *session, args []any) {
 		log.Error("creating session", "user", username, "err", err)
 		token, tokHash = "", ""
 	}
-	v, bound := ss.bind(s.online, username, tokHash)
+	v, bound := c.bind(s.online, username, tokHash)
 	if !bound {
 		return // the socket left while the password was checked
 	}
@@ -367,9 +250,9 @@ func (s *Server) onLogin(log *slog.Logger, pr peer, ss *session, args []any) {
 	ack(ok("token", token))
 }
 
-func (s *Server) onLogout(log *slog.Logger, ss *session, args []any) {
-	_, ack := splitAck(args)
-	user, hash := ss.unbind(s.online, false)
+func (s *Server) onLogout(c *conn, _ []any, ack func(any)) {
+	log := c.log
+	user, hash := c.unbind(s.online)
 	if user == "" {
 		ack(fail(msgNotLoggedIn))
 		return
@@ -385,11 +268,11 @@ func (s *Server) onLogout(log *slog.Logger, ss *session, args []any) {
 	ack(ok())
 }
 
-func (s *Server) onSend(log *slog.Logger, ss *session, sock *socket.Socket, args []any) {
-	args, ack := splitAck(args)
-	user := ss.username()
+func (s *Server) onSend(c *conn, args []any, ack func(any)) {
+	log := c.log
+	user := c.username()
 	if user == "" {
-		sock.Emit("reload")
+		c.sock.Emit("reload")
 		ack(fail(msgSendNotLoggedIn))
 		return
 	}
@@ -448,8 +331,8 @@ func (s *Server) onSend(log *slog.Logger, ss *session, sock *socket.Socket, args
 
 // onOlder answers `load older messages` {before, limit}: the page of history
 // just before what the client shows, oldest first.
-func (s *Server) onOlder(log *slog.Logger, pages *rate.Limiter, c *client, args []any) {
-	args, ack := splitAck(args)
+func (s *Server) onOlder(c *conn, args []any, ack func(any)) {
+	log, pages := c.log, c.pages
 	before, limit, err := pageArgs(args)
 	if err != nil {
 		ack(fail(publicMessage(err, msgBadPage)))

@@ -6,11 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/zishang520/socket.io/parsers/socket/v3/parser"
-	"github.com/zishang520/socket.io/servers/socket/v3"
-	"github.com/zishang520/socket.io/v3/pkg/types"
-
-	"github.com/chatd/chat/server/wstransport"
+	"github.com/chatd/chat/server/socketio"
+	"github.com/chatd/chat/server/socketio/engineio"
 	"github.com/chatd/chat/store"
 )
 
@@ -34,13 +31,10 @@ const maxPending = 1024
 type hub struct {
 	// onDeliver counts deliveries (metrics); set before use.
 	onDeliver func(n int)
-	// encode turns a `new message` payload into its wire packets, once
-	// per message rather than once per recipient; set before use.
-	encode func(payload any) encoded
 
 	mu sync.RWMutex
-	// clients is guarded by mu.
-	clients map[*client]struct{}
+	// conns is guarded by mu.
+	conns map[*conn]struct{}
 
 	qmu sync.Mutex
 	// Guarded by qmu: broadcasts not yet taken by the flusher, oldest
@@ -52,53 +46,27 @@ type hub struct {
 // queued is one broadcast waiting for the flusher.
 type queued struct {
 	m    store.Message
-	e    encoded
-	done chan struct{} // closed once every client has been handed m
-}
-
-// client is one connected socket as the hub sees it.
-type client struct {
-	send func(event string, args ...any)
-	// sendEncoded writes a message already encoded by hub.encode. Like
-	// send, it only queues it on the connection: it does not block on the
-	// network.
-	sendEncoded func(e encoded)
-	// sendFrames, if set, writes ready WebSocket frames (the frames of
-	// several messages back to back) straight to the socket's connection,
-	// and reports false when it cannot (the socket is not on our
-	// transport from the start), in which case sendEncoded is used.
-	sendFrames func(frames []byte) bool
-	close      func(reason string)
-
-	mu sync.Mutex
-	// Fields below are guarded by mu.
-	live    bool            // history sent; deliver directly
-	pending []store.Message // held until live
-	given   givenIDs        // ids given to the socket: history, live, pages
-	gone    bool            // left the hub
+	text string        // its Socket.IO packet, encoded once for every recipient
+	done chan struct{} // closed once every socket has been handed m
 }
 
 func newHub() *hub {
-	return &hub{clients: map[*client]struct{}{}}
+	return &hub{conns: map[*conn]struct{}{}}
 }
 
 // join adds c; it receives nothing until goLive.
-func (h *hub) join(c *client) {
+func (h *hub) join(c *conn) {
 	h.mu.Lock()
-	h.clients[c] = struct{}{}
+	h.conns[c] = struct{}{}
 	h.mu.Unlock()
 }
 
-// leave removes c. It is safe to call more than once.
-func (h *hub) leave(c *client) {
+// leave removes c, which must be closed already (conn.close), so that a
+// pass under way gives it nothing more. It is safe to call more than once.
+func (h *hub) leave(c *conn) {
 	h.mu.Lock()
-	delete(h.clients, c)
+	delete(h.conns, c)
 	h.mu.Unlock()
-	c.mu.Lock()
-	c.gone = true
-	c.pending = nil
-	c.given = givenIDs{}
-	c.mu.Unlock()
 }
 
 // goLive is called once c's history has been sent: it records the
@@ -107,17 +75,24 @@ func (h *hub) leave(c *client) {
 // checked against the same set. Ids are allotted before commit, so a
 // message can become visible after a higher one: "not given" is not "id
 // above the history's last", and only the set comparison is exact.
-func (c *client) goLive(history []store.Message) {
+func (c *conn) goLive(history []store.Message) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.closed {
+		return
+	}
 	c.live = true
 	for _, m := range history {
 		c.given.add(m.ID)
 	}
+	var texts []string
 	for _, m := range c.pending {
 		if c.given.add(m.ID) {
-			c.send("new message", wireMsg(m))
+			texts = append(texts, newMessageText(m))
 		}
+	}
+	if len(texts) > 0 {
+		c.sock.EmitPrepared(engineio.Prepare(texts...))
 	}
 	c.pending = nil
 }
@@ -126,7 +101,7 @@ func (c *client) goLive(history []store.Message) {
 // to c and returns the page without those c was given already (live: a
 // resend or a late commit below its history can arrive before the page is
 // read). Recorded newest first, so that each extends the set downwards.
-func (c *client) givePage(ms []store.Message) []store.Message {
+func (c *conn) givePage(ms []store.Message) []store.Message {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	keep := make([]bool, len(ms))
@@ -151,42 +126,37 @@ func (c *client) givePage(ms []store.Message) []store.Message {
 
 // deliver sends b's messages to c, or holds them while c's history is on
 // its way, and reports how many it sent now.
-func (c *client) deliver(b *batch) int {
+func (c *conn) deliver(b *batch) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch {
-	case c.gone:
+	case c.closed:
 	case c.live:
-		items := b.items
-		frame := b.frame
 		for i, o := range b.items {
 			if !c.given.add(o.m.ID) {
-				// Given already (by the history, mostly): send the
-				// others one by one. Rare, so the common pass stays one
-				// write of the shared frames.
-				items = slices.Clone(b.items[:i])
+				// Given already (by the history, mostly): this socket
+				// gets the others, encoded for it alone. Rare, so the
+				// common pass stays one write of the shared frames.
+				texts := make([]string, 0, len(b.items)-1)
+				for _, o := range b.items[:i] {
+					texts = append(texts, o.text)
+				}
 				for _, o := range b.items[i+1:] {
 					if c.given.add(o.m.ID) {
-						items = append(items, o)
+						texts = append(texts, o.text)
 					}
 				}
-				frame = nil
-				break
+				if len(texts) > 0 {
+					c.sock.EmitPrepared(engineio.Prepare(texts...))
+				}
+				return len(texts)
 			}
 		}
-		if len(items) == 1 {
-			frame = items[0].e.frame
-		}
-		if frame != nil && c.sendFrames != nil && c.sendFrames(frame) {
-			return len(items)
-		}
-		for _, o := range items {
-			c.sendEncoded(o.e)
-		}
-		return len(items)
+		c.sock.EmitPrepared(b.prepared)
+		return len(b.items)
 	case len(c.pending)+len(b.items) > maxPending:
-		c.gone = true
-		go c.close("too many messages while loading history")
+		c.closed = true
+		go c.disconnect("too many messages while loading history")
 	default:
 		for _, o := range b.items {
 			c.pending = append(c.pending, o.m)
@@ -209,7 +179,7 @@ func (c *client) deliver(b *batch) int {
 // quiet a pass carries one message and starts at once. One flusher also
 // means every socket sees the messages in the same order.
 func (h *hub) broadcast(m store.Message) <-chan struct{} {
-	o := queued{m: m, e: h.encode(wireMsg(m)), done: make(chan struct{})}
+	o := queued{m: m, text: newMessageText(m), done: make(chan struct{})}
 	h.qmu.Lock()
 	h.queue = append(h.queue, o)
 	start := !h.flushing
@@ -223,7 +193,7 @@ func (h *hub) broadcast(m store.Message) <-chan struct{} {
 
 // maxBatch and maxBatchBytes bound what one pass carries, so that one
 // write per socket stays well inside a socket's queue bound
-// (wstransport.DefaultMaxQueued) and a pass does not hold back the first
+// (engineio.Options.MaxQueued) and a pass does not hold back the first
 // messages of a long burst.
 const (
 	maxBatch      = 256
@@ -236,8 +206,8 @@ func (h *hub) flush() {
 	for {
 		h.qmu.Lock()
 		n, size := 0, 0
-		for n < len(h.queue) && n < maxBatch && (n == 0 || size+len(h.queue[n].e.frame) <= maxBatchBytes) {
-			size += len(h.queue[n].e.frame)
+		for n < len(h.queue) && n < maxBatch && (n == 0 || size+len(h.queue[n].text) <= maxBatchBytes) {
+			size += len(h.queue[n].text)
 			n++
 		}
 		if n == 0 {
@@ -251,13 +221,13 @@ func (h *hub) flush() {
 		h.qmu.Unlock()
 
 		h.mu.RLock()
-		clients := make([]*client, 0, len(h.clients))
-		for c := range h.clients {
-			clients = append(clients, c)
+		conns := make([]*conn, 0, len(h.conns))
+		for c := range h.conns {
+			conns = append(conns, c)
 		}
 		h.mu.RUnlock()
 		b := newBatch(batch)
-		delivered := deliverAll(clients, b)
+		delivered := deliverAll(conns, b)
 		if h.onDeliver != nil {
 			h.onDeliver(delivered)
 		}
@@ -267,32 +237,19 @@ func (h *hub) flush() {
 	}
 }
 
-// batch is one pass of the flusher: its messages, and when every one of
-// them has a ready WebSocket frame, all those frames back to back, so a
-// socket on our transport gets the whole pass in one write.
+// batch is one pass of the flusher: its messages, prepared once for every
+// socket (a WebSocket gets the whole pass as ready frames in one write).
 type batch struct {
-	items []queued
-	frame []byte // nil unless every item has a frame
+	items    []queued
+	prepared *engineio.Prepared
 }
 
 func newBatch(items []queued) *batch {
-	b := &batch{items: items}
-	if len(items) == 1 {
-		b.frame = items[0].e.frame
-		return b
+	texts := make([]string, len(items))
+	for i, o := range items {
+		texts[i] = o.text
 	}
-	size := 0
-	for _, o := range items {
-		if o.e.frame == nil {
-			return b
-		}
-		size += len(o.e.frame)
-	}
-	b.frame = make([]byte, 0, size)
-	for _, o := range items {
-		b.frame = append(b.frame, o.e.frame...)
-	}
-	return b
+	return &batch{items: items, prepared: engineio.Prepare(texts...)}
 }
 
 // fanoutChunk is the fewest recipients a broadcast hands to a goroutine
@@ -301,28 +258,28 @@ func newBatch(items []queued) *batch {
 // over the cores it reaches the last recipient proportionally sooner.
 const fanoutChunk = 512
 
-// deliverAll delivers b to every client, in parallel chunks when there
-// are many, and returns the deliveries made now. It returns once all have
-// been handed b, so consecutive passes reach each client in order.
-func deliverAll(clients []*client, b *batch) int {
-	workers := min(runtime.GOMAXPROCS(0), len(clients)/fanoutChunk)
+// deliverAll delivers b to every conn, in parallel chunks when there are
+// many, and returns the deliveries made now. It returns once all have been
+// handed b, so consecutive passes reach each conn in order.
+func deliverAll(conns []*conn, b *batch) int {
+	workers := min(runtime.GOMAXPROCS(0), len(conns)/fanoutChunk)
 	if workers <= 1 {
-		return deliverEach(clients, b)
+		return deliverEach(conns, b)
 	}
 	var n atomic.Int64
 	var wg sync.WaitGroup
-	for chunk := range slices.Chunk(clients, (len(clients)+workers-1)/workers) {
+	for chunk := range slices.Chunk(conns, (len(conns)+workers-1)/workers) {
 		wg.Go(func() { n.Add(int64(deliverEach(chunk, b))) })
 	}
 	wg.Wait()
 	return int(n.Load())
 }
 
-// deliverEach delivers b to clients one after the other and returns the
+// deliverEach delivers b to conns one after the other and returns the
 // deliveries made now.
-func deliverEach(clients []*client, b *batch) int {
+func deliverEach(conns []*conn, b *batch) int {
 	n := 0
-	for _, c := range clients {
+	for _, c := range conns {
 		n += c.deliver(b)
 	}
 	return n
@@ -332,29 +289,16 @@ func deliverEach(clients []*client, b *batch) int {
 func (h *hub) count() int {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
-	return len(h.clients)
+	return len(h.conns)
 }
 
-// encoded is a `new message` event encoded once for every recipient: the
-// Socket.IO packets for the library's write path, and, when the event is
-// a single text packet, also the WebSocket frame our transport can queue
-// as it is (see package wstransport).
-type encoded struct {
-	packets []types.BufferInterface
-	frame   []byte // nil when there is none
-}
-
-// encoderFor returns hub.encode for the Socket.IO server io: the same
-// encoder the library's own broadcasts use, applied once per message.
-func encoderFor(io *socket.Server) func(payload any) encoded {
-	enc := io.Encoder()
-	return func(payload any) encoded {
-		e := encoded{packets: enc.Encode(&parser.Packet{Type: parser.EVENT, Nsp: "/", Data: []any{"new message", payload}})}
-		if len(e.packets) == 1 {
-			if sb, ok := e.packets[0].(*types.StringBuffer); ok {
-				e.frame = wstransport.MessageFrame(sb.Bytes())
-			}
-		}
-		return e
+// newMessageText is m's `new message` event as a Socket.IO packet, encoded
+// once for every recipient.
+func newMessageText(m store.Message) string {
+	p, err := socketio.PrepareEvent("new message", wireMsg(m))
+	if err != nil {
+		// wireMessage is strings and numbers: it always encodes.
+		panic("server: encoding a message: " + err.Error())
 	}
+	return p.Texts()[0]
 }

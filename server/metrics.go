@@ -26,12 +26,12 @@ type metrics struct {
 // package passes.
 var (
 	rejectionLimits = []string{"connections_per_ip", "auth_per_ip", "auth_per_proxy", "login_per_user",
-		"messages_per_user", "pages_per_socket", "slow_peer", "origin"}
+		"messages_per_user", "pages_per_socket", "slow_peer", "origin", "protocol"}
 	storeErrorOps = []string{"history", "register", "login", "send", "older", "relay"}
 	loginOutcomes = []string{"ok", "failed"}
-	// engineCloseReasons are the library's close reasons worth an alert,
-	// and watchEngine's own "upgrade probe closed".
-	engineCloseReasons = []string{"ping timeout", "transport error", "parse error", "upgrade probe closed"}
+	// engineCloseReasons are the engine close reasons worth an alert,
+	// and failed WebSocket upgrades ("upgrade refused", see upgradeRefused).
+	engineCloseReasons = []string{"ping timeout", "transport error", "parse error", "upgrade refused"}
 )
 
 func newMetrics(s *Server) *metrics {

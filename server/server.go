@@ -9,20 +9,17 @@ import (
 	"log/slog"
 	"net/http"
 	"runtime"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/chatd/chat/bus"
 	"github.com/chatd/chat/server/clientjs"
-	"github.com/chatd/chat/server/pollfix"
+	"github.com/chatd/chat/server/socketio"
+	"github.com/chatd/chat/server/socketio/engineio"
 	"github.com/chatd/chat/server/timeouts"
-	"github.com/chatd/chat/server/wstransport"
 	"github.com/chatd/chat/store"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"github.com/zishang520/socket.io/servers/engine/v3"
-	"github.com/zishang520/socket.io/servers/engine/v3/transports"
-	"github.com/zishang520/socket.io/servers/socket/v3"
-	"github.com/zishang520/socket.io/v3/pkg/types"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -44,15 +41,15 @@ type Config struct {
 	// PingInterval and PingTimeout are the Engine.IO heartbeat: a peer
 	// silent for their sum is considered gone. Defaults 3 s and 5 s: a hung
 	// server is noticed by its clients within 8 s (see nginx.conf).
-	// PingTimeout is raised above PingInterval when it is not: see
-	// heartbeatWorkaround.
 	PingInterval, PingTimeout time.Duration
 	// StoreTimeout bounds each store call. Default 5 s.
 	StoreTimeout time.Duration
 	// BodyTimeout bounds how long an HTTP request body (a polling POST)
 	// may take to arrive; WriteTimeout how long a WebSocket peer may go
 	// without taking a byte of what it is sent before it is cut off.
-	// Defaults 10 s each; negative disables (see package timeouts).
+	// Defaults 10 s each; negative disables the body timeout of routes
+	// other than /socket.io/ (see package timeouts), whose engine always
+	// keeps both.
 	BodyTimeout, WriteTimeout time.Duration
 	// SessionTTL is how long a login token stays valid. Default 7 days.
 	SessionTTL time.Duration
@@ -125,14 +122,12 @@ type Server struct {
 	log   *slog.Logger
 
 	id    string // cfg.ServerID
-	io    *socket.Server
+	io    *socketio.Server
 	relay *relay
 	guard *guard
 	// refusals logs rate-limit and bad-input refusals, sampled.
 	refusals *sampledLog
 	met      *metrics
-	engine   engine.Server
-	gate     *connectGate
 	hub      *hub
 	online   *online
 
@@ -165,11 +160,6 @@ func New(cfg Config, st store.Store, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	if t := heartbeatWorkaround(cfg.PingInterval, cfg.PingTimeout); t != cfg.PingTimeout {
-		log.Warn("ping timeout raised above the ping interval (library heartbeat race, see heartbeatWorkaround)",
-			"ping_interval", cfg.PingInterval, "ping_timeout", cfg.PingTimeout, "now", t)
-		cfg.PingTimeout = t
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
 		cfg:         cfg,
@@ -183,54 +173,45 @@ func New(cfg Config, st store.Store, log *slog.Logger) (*Server, error) {
 		cancel:      cancel,
 	}
 
-	opts := socket.DefaultServerOptions()
-	opts.SetServeClient(false) // the bundle comes from package clientjs
-	opts.SetAllowEIO3(true)    // socket.io-client 2.x, as some seed deployments still ship
-	opts.SetPingInterval(cfg.PingInterval)
-	opts.SetPingTimeout(cfg.PingTimeout)
-	opts.SetMaxHttpBufferSize(cfg.MaxHTTPBufferSize)
-	opts.SetConnectTimeout(10 * time.Second)
-	// Which origins may connect is decided before the engine, by
-	// guard.checkOrigin. The library must then accept what reaches it:
-	// its WebSocket upgrader otherwise applies gorilla's same-origin check,
-	// comparing host *and port*, and refuses pages behind an nginx on a
-	// port other than 80 (nginx passes Host without the port), so browsers
-	// silently stayed on long-polling. Setting Cors also makes it answer
-	// CORS for the allowed cross-origin pages.
-	opts.SetCors(&types.Cors{Origin: func(string) bool { return true }, Credentials: true})
-	opts.SetPath("/socket.io")
-	// Our WebSocket transport in place of the library's: the hot path of
-	// every broadcast (see package wstransport). Polling stays the
-	// library's.
-	opts.SetTransports(types.NewSet[transports.TransportCtor](
-		&pollfix.Builder{},
-		&wstransport.Builder{OnSlowPeer: func(sid string) {
-			s.met.rejections.WithLabelValues("slow_peer").Inc()
-			s.refusals.Warn(s.log, "disconnected a client that reads too slowly", "sid", sid)
-		}},
-	))
-	s.io = socket.NewServer(nil, opts)
-	// The engine is built here rather than by ServeHandler so that the
-	// connect gate hears each connection before Socket.IO does.
-	s.gate = newConnectGate(10 * time.Second)
-	s.engine = engine.NewServer(opts)
-	s.engine.On("connection", s.gate.attach)
-	s.engine.On("connection", func(args ...any) {
-		if conn, ok := args[0].(engine.Socket); ok {
-			pollfix.HandOverOnUpgrade(conn)
-			s.watchEngine(conn)
-		}
-	})
-	s.io.Bind(s.engine)
-
 	s.guard = newGuard(cfg.Limits)
 	s.refusals = newSampledLog()
 	s.met = newMetrics(s)
 	s.met.reg.MustRegister(s.guard.unforwarded)
 	s.hub.onDeliver = func(n int) { s.met.delivered.Add(float64(n)) }
-	s.hub.encode = encoderFor(s.io)
+	s.io = socketio.NewServer(socketio.Options{
+		Engine: engineio.Options{
+			PingInterval: cfg.PingInterval,
+			PingTimeout:  cfg.PingTimeout,
+			MaxPayload:   cfg.MaxHTTPBufferSize,
+			AllowEIO3:    true, // socket.io-client 2.x, as some seed deployments still ship
+			WriteTimeout: cfg.WriteTimeout,
+			PollTimeout:  cfg.BodyTimeout,
+			// Which origins may connect is decided before the engine
+			// (guard.checkOrigin, in Handler); here only who the peer is,
+			// kept as a few bytes instead of the request.
+			Accept: func(r *http.Request) (any, error) {
+				pr := s.guard.peerOf(r)
+				if pr.unnamed {
+					s.guard.noteUnnamed(s.log, pr)
+				}
+				return pr, nil
+			},
+			OnClose:          s.engineClosed,
+			OnUpgradeRefused: s.upgradeRefused,
+			OnSlowPeer: func(es *engineio.Session) {
+				s.met.rejections.WithLabelValues("slow_peer").Inc()
+				s.refusals.Warn(s.log, "disconnected a client that reads too slowly", "sid", es.ID())
+			},
+		},
+		ConnectTimeout: 10 * time.Second,
+		OnConnection:   s.onConnection,
+		OnError: func(sid string, err error) {
+			s.met.rejections.WithLabelValues("protocol").Inc()
+			s.refusals.Info(s.log, "closed a connection for bad input", "sid", sid, "err", err)
+		},
+	})
 	s.online = newOnline(func(users []string) {
-		s.io.Sockets().Emit("get users", users)
+		s.io.Emit("get users", users)
 	}, st, cfg.Bus, s.id, log)
 	s.relay = newRelay(s)
 	if err := cfg.Bus.Subscribe(s.relay); err != nil {
@@ -242,10 +223,6 @@ func New(cfg Config, st store.Store, log *slog.Logger) (*Server, error) {
 		defer s.wg.Done()
 		s.online.run(ctx)
 	}()
-
-	s.io.On("connection", func(args ...any) {
-		s.onConnection(args[0].(*socket.Socket))
-	})
 	return s, nil
 }
 
@@ -272,19 +249,20 @@ func (s *Server) withBcrypt(fn func()) error {
 // /socket.io/, the health probes, and the browser client at /.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	// The origin check comes first; pollfix then closes the library's holes
-	// in its polling transport: malformed payloads that keep a session
-	// alive, and polls of a closing session that are never answered.
-	mux.Handle("/socket.io/", s.guard.checkOrigin(
-		pollfix.Wrap(pollfix.BoundPolls(s.engine, s.cfg.PingInterval+s.cfg.PingTimeout+2*time.Second), s.cfg.MaxHTTPBufferSize, s.log),
+	// The origin check comes before the engine. The engine keeps its own
+	// body and write deadlines, and takes WebSocket connections over from
+	// net/http, so it is not wrapped by package timeouts (below).
+	sio := s.guard.checkOrigin(s.io,
 		func(origin string) {
 			s.met.rejections.WithLabelValues("origin").Inc()
 			s.log.Warn("refused a connection from another site's page", "origin", logName(origin))
-		}))
+		})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.met.reg, promhttp.HandlerOpts{}))
 	bundle := clientjs.Handler()
+	bundlePaths := map[string]bool{}
 	for _, p := range clientjs.Paths() {
 		mux.Handle(p, bundle)
+		bundlePaths[p] = true
 	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -294,9 +272,16 @@ func (s *Server) Handler() http.Handler {
 	if s.cfg.Public != nil {
 		mux.Handle("/", securityHeaders(http.FileServerFS(s.cfg.Public)))
 	}
-	// Every route: no client may stall a request body or a WebSocket
-	// write without end (see package timeouts).
-	return timeouts.Wrap(mux, s.cfg.BodyTimeout, s.cfg.WriteTimeout)
+	// Every other route: no client may stall a request body without end
+	// (see package timeouts).
+	rest := timeouts.Wrap(mux, s.cfg.BodyTimeout, s.cfg.WriteTimeout)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/socket.io/") && !bundlePaths[r.URL.Path] {
+			sio.ServeHTTP(w, r)
+			return
+		}
+		rest.ServeHTTP(w, r)
+	})
 }
 
 // readyz reports whether the store answers, so that a load balancer can
@@ -334,13 +319,7 @@ func securityHeaders(h http.Handler) http.Handler {
 func (s *Server) Close() {
 	s.once.Do(func() {
 		s.cancel()
-		done := make(chan struct{})
-		s.io.Close(func(error) { close(done) })
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			s.log.Warn("socket.io close timed out")
-		}
+		s.io.Close()
 		s.wg.Wait()
 		s.online.forget() // after run stopped, so nothing re-adds rows
 	})
@@ -355,37 +334,22 @@ func (s *Server) LameDuck(d time.Duration) {
 		return
 	}
 	s.hub.mu.RLock()
-	clients := make([]*client, 0, len(s.hub.clients))
-	for c := range s.hub.clients {
-		clients = append(clients, c)
+	conns := make([]*conn, 0, len(s.hub.conns))
+	for c := range s.hub.conns {
+		conns = append(conns, c)
 	}
 	s.hub.mu.RUnlock()
-	if len(clients) == 0 {
+	if len(conns) == 0 {
 		return
 	}
 	const batches = 20
-	per := (len(clients) + batches - 1) / batches
+	per := (len(conns) + batches - 1) / batches
 	pause := d / batches
-	s.log.Info("lame duck: handing clients over", "sockets", len(clients), "over", d)
-	for i := 0; i < len(clients); i += per {
-		for _, c := range clients[i:min(i+per, len(clients))] {
-			c.close("server shutting down")
+	s.log.Info("lame duck: handing clients over", "sockets", len(conns), "over", d)
+	for i := 0; i < len(conns); i += per {
+		for _, c := range conns[i:min(i+per, len(conns))] {
+			c.disconnect("server shutting down")
 		}
 		time.Sleep(pause)
 	}
-}
-
-// heartbeatWorkaround returns a ping timeout that survives a race in
-// zishang520/socket.io servers/engine v3.0.6 (socket.go; not yet reported
-// upstream): after writing a PING, schedulePing stores the new pong-timeout
-// timer only after sending, so a PONG that comes back first (a millisecond
-// on loopback) cancels the previous, already fired timer, and the new one
-// later closes a healthy session with "ping timeout". The next PING clears
-// that stray timer, so the session survives when the timeout is longer than
-// the interval by a margin. TestHeartbeatRace drops sessions without it.
-func heartbeatWorkaround(interval, timeout time.Duration) time.Duration {
-	if floor := interval + interval/4 + 250*time.Millisecond; timeout < floor {
-		return floor
-	}
-	return timeout
 }

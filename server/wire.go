@@ -12,7 +12,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/chatd/chat/store"
-	"github.com/zishang520/socket.io/servers/socket/v3"
 )
 
 // Acknowledgement texts. The first four are the seed's, word for word:
@@ -70,17 +69,13 @@ func wireMsgs(ms []store.Message) []wireMessage {
 	return out
 }
 
-// splitAck separates an event's arguments from its acknowledgement
-// callback, which the library appends last when the client asked for one.
-// The returned ack is never nil: without a callback it does nothing, so a
-// client that omits it (the seed's crash) is just not answered.
-func splitAck(args []any) ([]any, func(any)) {
-	if n := len(args); n > 0 {
-		if ack, ok := args[n-1].(socket.Ack); ok && ack != nil {
-			return args[:n-1], func(v any) { ack([]any{v}, nil) }
-		}
+// reply adapts a Socket.IO acknowledgement to the chat's one-object
+// answers; an event sent without one gets a reply that goes nowhere.
+func reply(ack func(...any)) func(any) {
+	if ack == nil {
+		return func(any) {}
 	}
-	return args, func(any) {}
+	return func(v any) { ack(v) }
 }
 
 func ok(extra ...any) map[string]any {

@@ -1,0 +1,104 @@
+package server
+
+import (
+	"log/slog"
+	"sync"
+
+	"github.com/chatd/chat/server/socketio/engineio"
+	"github.com/chatd/chat/store"
+	"golang.org/x/time/rate"
+)
+
+// socket is what a conn needs of its Socket.IO socket: *socketio.Socket in
+// the server, a recorder in tests.
+type socket interface {
+	Emit(event string, args ...any) error
+	EmitPrepared(p *engineio.Prepared)
+	Disconnect()
+}
+
+// conn is one connected socket as the chat sees it: who is logged in on
+// it, what it has been given, and its own limits. Everything per socket
+// lives here, under one mutex. Its event handlers run one at a time (the
+// socket's executor), but the hub delivers and disconnect runs beside
+// them; a closed conn never logs in again and is given nothing more, so a
+// login that finishes after its socket left cannot leave a ghost in the
+// online list.
+type conn struct {
+	sock   socket
+	log    *slog.Logger
+	peer   peer
+	capped bool          // counted against the per-address connection cap
+	pages  *rate.Limiter // `load older messages` budget; nil: unlimited
+
+	mu sync.Mutex
+	// Fields below are guarded by mu.
+	user      string // "" when not logged in
+	tokenHash string // the session token this socket logged in with, if any
+	closed    bool
+	live      bool            // history sent; deliver directly
+	pending   []store.Message // held until live
+	given     givenIDs        // ids given to the socket: history, live, pages
+}
+
+// bind logs the conn in as user, replacing any earlier user, and reports
+// the online-list version to wait for. It fails once closed.
+func (c *conn) bind(o *online, user, tokenHash string) (uint64, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return 0, false
+	}
+	c.tokenHash = tokenHash
+	if c.user == user {
+		// Logging in again as oneself changes no count, but the seed
+		// broadcast the list on every login and clients expect it.
+		o.signal()
+		return o.current(), true
+	}
+	if c.user != "" {
+		o.remove(c.user)
+	}
+	c.user = user
+	return o.add(user), true
+}
+
+// unbind logs the conn out and returns who was logged in, or "".
+func (c *conn) unbind(o *online) (user, tokenHash string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.unbindLocked(o)
+}
+
+func (c *conn) unbindLocked(o *online) (user, tokenHash string) {
+	user, tokenHash = c.user, c.tokenHash
+	c.user, c.tokenHash = "", ""
+	if user != "" {
+		o.remove(user)
+	}
+	return user, tokenHash
+}
+
+// close marks the conn gone: logged out, given nothing more. It returns
+// who was logged in, or "". Safe to call more than once.
+func (c *conn) close(o *online) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closed = true
+	c.pending = nil
+	c.given = givenIDs{}
+	user, _ := c.unbindLocked(o)
+	return user
+}
+
+func (c *conn) username() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.user
+}
+
+// disconnect ends the socket from the server's side, saying why in the log.
+func (c *conn) disconnect(reason string) {
+	c.log.Info("disconnecting socket", "reason", reason)
+	c.sock.Disconnect()
+}
