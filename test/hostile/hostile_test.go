@@ -1159,16 +1159,40 @@ func (h *harness) flood(t *testing.T) (int, string) {
 	}
 	broadcastBefore := h.wb.othersFrom("flooder")
 
-	start := time.Now()
+	// Thrown in rounds of floodRound events, each written at once, the
+	// next as soon as the server has answered the last: as fast as the
+	// server answers. (A client that throws more than the server queues
+	// for one socket at a time is cut off instead: floodPastQueue.)
+	const floodRound = 500
+	events := make([]string, 0, 2*n)
 	for i := range n {
-		if err := rc.send(fmt.Sprintf(`42%d["send message","flood %d"]`, 100+i, i)); err != nil {
-			t.Fatalf("send %d: %v", i, err)
-		}
+		events = append(events, fmt.Sprintf(`42%d["send message","flood %d"]`, 100+i, i))
 	}
-	sent := time.Since(start)
 	for i := range n {
-		if err := rc.send(fmt.Sprintf(`42%d["logout"]`, 100+n+i)); err != nil {
-			t.Fatalf("logout %d: %v", i, err)
+		events = append(events, fmt.Sprintf(`42%d["logout"]`, 100+n+i))
+	}
+	start := time.Now()
+	var sent time.Duration
+	for i := 0; i < len(events); i += floodRound {
+		for j, ev := range events[i:min(i+floodRound, len(events))] {
+			if err := rc.send(ev); err != nil {
+				t.Fatalf("event %d: %v", i+j, err)
+			}
+		}
+		if i+floodRound == n {
+			sent = time.Since(start)
+		}
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(time.Millisecond) {
+			total := 0
+			for _, v := range rc.ackCounts() {
+				total += v
+			}
+			if total >= min(i+floodRound, len(events)) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("only %d of %d events answered within 30 s", total, i+floodRound)
+			}
 		}
 	}
 	thrown := time.Since(start)
@@ -1225,9 +1249,49 @@ func (h *harness) flood(t *testing.T) (int, string) {
 	if len(extra) > 0 {
 		t.Errorf("unexpected answers to the flood: %v", extra)
 	}
-	return 2 * n, fmt.Sprintf("%d sends + %d logouts written in %s (%.0f events/s), all answered in %s; %d messages stored (limit %d), %d refused as too fast",
+	past, pastDetail := h.floodPastQueue(t)
+	return 2*n + past, pastDetail + "; " + fmt.Sprintf("%d sends + %d logouts written in %s (%.0f events/s), all answered in %s; %d messages stored (limit %d), %d refused as too fast",
 		n, n, thrown.Round(time.Millisecond), float64(2*n)/thrown.Seconds(), answered.Round(time.Millisecond), stored, allowed, acks[msgTooFast]) +
 		fmt.Sprintf(" (the %d sends alone were written in %s)", n, sent.Round(time.Millisecond))
+}
+
+// floodPastQueue: a client that writes far more events at once than the
+// server queues for one socket (socketio.Options.MaxQueuedEvents, 1,000)
+// is cut off, with a log line, instead of making the server hold them all.
+func (h *harness) floodPastQueue(t *testing.T) (int, string) {
+	const n = 20000
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rc, err := dialRaw(ctx, h.srv.base, dialOpts{connect: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc.start()
+	defer rc.close()
+	start := time.Now()
+	written := 0
+	for i := range n {
+		if err := rc.send(fmt.Sprintf(`42%d["logout"]`, 100+i)); err != nil {
+			break // cut off mid-flood: what this case wants
+		}
+		written++
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for rc.readErr() == nil && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if rc.readErr() == nil {
+		t.Errorf("%d events written at once: the connection is still open 5 s later", written)
+	}
+	answered := 0
+	for _, v := range rc.ackCounts() {
+		answered += v
+	}
+	if !strings.Contains(h.srv.logs.String(), "too many events waiting") {
+		t.Errorf("%d events written at once: no log line says why the connection was closed", written)
+	}
+	return written, fmt.Sprintf("a client writing %d events at once: cut off after %d written and %d answered, in %s",
+		n, written, answered, time.Since(start).Round(time.Millisecond))
 }
 
 // ---------------------------------------------------------------------------
