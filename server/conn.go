@@ -3,6 +3,7 @@ package server
 import (
 	"log/slog"
 	"sync"
+	"sync/atomic"
 
 	"github.com/chatd/chat/server/socketio/engineio"
 	"github.com/chatd/chat/store"
@@ -24,12 +25,20 @@ type socket interface {
 // them; a closed conn never logs in again and is given nothing more, so a
 // login that finishes after its socket left cannot leave a ghost in the
 // online list.
+//
+// Most sockets sit idle most of the time, so what only some need is made
+// when first needed: the logger naming the socket, the page budget.
 type conn struct {
 	sock   socket
-	log    *slog.Logger
+	sid    string
+	base   *slog.Logger
+	log    atomic.Pointer[slog.Logger] // base with the sid; see logger
 	peer   peer
-	capped bool          // counted against the per-address connection cap
-	pages  *rate.Limiter // `load older messages` budget; nil: unlimited
+	capped bool // counted against the per-address connection cap
+	// pages is the `load older messages` budget, made by the first page
+	// request (nil before, and when unlimited). Only onOlder touches it,
+	// and the socket's handlers run one at a time.
+	pages *rate.Limiter
 
 	mu sync.Mutex
 	// Fields below are guarded by mu.
@@ -97,8 +106,18 @@ func (c *conn) username() string {
 	return c.user
 }
 
+// logger returns the logger naming this socket, made on first use.
+func (c *conn) logger() *slog.Logger {
+	if l := c.log.Load(); l != nil {
+		return l
+	}
+	l := c.base.With("sid", c.sid)
+	c.log.Store(l)
+	return l
+}
+
 // disconnect ends the socket from the server's side, saying why in the log.
 func (c *conn) disconnect(reason string) {
-	c.log.Info("disconnecting socket", "reason", reason)
+	c.logger().Info("disconnecting socket", "reason", reason)
 	c.sock.Disconnect()
 }

@@ -17,15 +17,14 @@ import (
 // first event the client receives.
 func (s *Server) onConnection(sock *socketio.Socket) {
 	pr, _ := sock.Data().(peer)
-	log := s.log.With("sid", sock.ID())
 	capped := s.guard.capConns(pr)
 	if capped && !s.guard.conns.Acquire(pr.key) {
 		s.met.rejections.WithLabelValues("connections_per_ip").Inc()
-		s.refusals.Warn(log, "refused a connection: too many from one address", "ip", pr.key, "max", s.guard.cfg.ConnsPerIP)
+		s.refusals.Warn(s.log, "refused a connection: too many from one address", "sid", sock.ID(), "ip", pr.key, "max", s.guard.cfg.ConnsPerIP)
 		sock.Disconnect()
 		return
 	}
-	c := &conn{sock: sock, log: log, peer: pr, capped: capped, pages: s.guard.pageLimiter()}
+	c := &conn{sock: sock, sid: sock.ID(), base: s.log, peer: pr, capped: capped}
 	s.hub.join(c)
 
 	on := func(event string, h func(c *conn, args []any, ack func(any))) {
@@ -43,7 +42,7 @@ func (s *Server) onConnection(sock *socketio.Socket) {
 		user := c.close(s.online)
 		s.hub.leave(c)
 		if user != "" {
-			log.Info("logged-in socket disconnected", "user", user, "reason", reason)
+			c.logger().Info("logged-in socket disconnected", "user", user, "reason", reason)
 		}
 	})
 
@@ -59,7 +58,7 @@ func (s *Server) onConnection(sock *socketio.Socket) {
 			// from login and keep messages in the outbox, rather than
 			// watch the page reconnect in a loop.
 			s.met.storeErrors.WithLabelValues("history").Inc()
-			log.Error("loading history failed after retries: sending an empty one", "err", err)
+			c.logger().Error("loading history failed after retries: sending an empty one", "err", err)
 			history = []store.Message{}
 		}
 		sock.Emit("load all messages", wireMsgs(history))
@@ -93,7 +92,7 @@ func (s *Server) recentMessages(ctx context.Context) ([]store.Message, error) {
 // that after a failover or a page reload the user is back without typing a
 // password. The socket learns the outcome from a `session` event.
 func (s *Server) resume(ctx context.Context, c *conn, token string) {
-	log, sock := c.log, c.sock
+	log, sock := c.logger(), c.sock
 	hash := hashToken(token)
 	user, err := s.store.SessionUser(ctx, hash, time.Now())
 	switch {
@@ -118,7 +117,7 @@ func (s *Server) storeCtx() (context.Context, context.CancelFunc) {
 }
 
 func (s *Server) onRegister(c *conn, args []any, ack func(any)) {
-	log, pr := c.log, c.peer
+	log, pr := c.logger(), c.peer
 	ip := pr.key
 	if !s.guard.allowAuth(pr) {
 		s.met.rejections.WithLabelValues(authLimitName(pr)).Inc()
@@ -171,7 +170,7 @@ func (s *Server) onRegister(c *conn, args []any, ack func(any)) {
 }
 
 func (s *Server) onLogin(c *conn, args []any, ack func(any)) {
-	log, pr := c.log, c.peer
+	log, pr := c.logger(), c.peer
 	ip := pr.key
 	if !s.guard.allowAuth(pr) {
 		s.met.rejections.WithLabelValues(authLimitName(pr)).Inc()
@@ -251,7 +250,7 @@ func (s *Server) onLogin(c *conn, args []any, ack func(any)) {
 }
 
 func (s *Server) onLogout(c *conn, _ []any, ack func(any)) {
-	log := c.log
+	log := c.logger()
 	user, hash := c.unbind(s.online)
 	if user == "" {
 		ack(fail(msgNotLoggedIn))
@@ -269,7 +268,7 @@ func (s *Server) onLogout(c *conn, _ []any, ack func(any)) {
 }
 
 func (s *Server) onSend(c *conn, args []any, ack func(any)) {
-	log := c.log
+	log := c.logger()
 	user := c.username()
 	if user == "" {
 		c.sock.Emit("reload")
@@ -332,7 +331,11 @@ func (s *Server) onSend(c *conn, args []any, ack func(any)) {
 // onOlder answers `load older messages` {before, limit}: the page of history
 // just before what the client shows, oldest first.
 func (s *Server) onOlder(c *conn, args []any, ack func(any)) {
-	log, pages := c.log, c.pages
+	log := c.logger()
+	if c.pages == nil {
+		c.pages = s.guard.pageLimiter()
+	}
+	pages := c.pages
 	before, limit, err := pageArgs(args)
 	if err != nil {
 		ack(fail(publicMessage(err, msgBadPage)))

@@ -1,7 +1,10 @@
 package server
 
 import (
+	"regexp"
+
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
 // metrics are the server's Prometheus instruments, registered on their own
@@ -93,7 +96,12 @@ func newMetrics(s *Server) *metrics {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "chat_logged_in_users", Help: "Distinct users logged in on this server.",
 		}, func() float64 { return float64(len(s.online.list())) }),
-		prometheus.NewGoCollector(),
+		// The Go defaults, plus the live heap as of the last collection
+		// (go_gc_heap_live_bytes): what the memory per connection is
+		// measured by, without the garbage go_memstats_heap_alloc_bytes
+		// also counts.
+		collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(
+			collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile(`^/gc/heap/live:bytes$`)})),
 		prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}),
 	)
 	return m

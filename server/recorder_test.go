@@ -80,7 +80,7 @@ func (r *recorder) writeCount() int {
 // newTestConn returns a conn on a recorder, joined to h.
 func newTestConn(h *hub) (*conn, *recorder) {
 	r := &recorder{}
-	c := &conn{sock: r, log: discardLogger()}
+	c := &conn{sock: r, base: discardLogger()}
 	h.join(c)
 	return c, r
 }
