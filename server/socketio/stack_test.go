@@ -1,0 +1,5 @@
+package socketio
+
+import "runtime"
+
+func runtimeStack(buf []byte) int { return runtime.Stack(buf, true) }
