@@ -518,3 +518,32 @@ func TestCloseWaits(t *testing.T) {
 		t.Errorf("%d of 20 OnDisconnect ran before Close returned", n.Load())
 	}
 }
+
+// TestHandlerPanic: a panicking handler ends its connection, reported,
+// and the server goes on.
+func TestHandlerPanic(t *testing.T) {
+	reasons := make(chan string, 1)
+	r := newRig(t, Options{OnConnection: func(s *Socket) {
+		s.On("boom", func([]any, func(...any)) { panic("boom") })
+		s.On("ok", func(_ []any, ack func(...any)) { ack("fine") })
+		s.OnDisconnect(func(reason string) { reasons <- reason })
+	}})
+	c, f := r.open(4)
+	c.recv("0")
+	c.recv(`2["boom"]`)
+	if reason := f.waitClosed(t); reason != "forced close" {
+		t.Errorf("closed with %q", reason)
+	}
+	if err := r.lastErr(t); !strings.Contains(err.Error(), "panic") || !strings.Contains(err.Error(), "boom") {
+		t.Errorf("reported %v", err)
+	}
+	if got := <-reasons; got != "forced close" {
+		t.Errorf("OnDisconnect(%q)", got)
+	}
+	c, f = r.open(4)
+	c.recv("0")
+	c.recv(`21["ok"]`)
+	if out := f.wait(t, 2); out[1] != `31["fine"]` {
+		t.Errorf("after a panic: %q", out)
+	}
+}

@@ -49,9 +49,12 @@
 // handlers in arrival order, Enqueue'd functions, and last OnDisconnect,
 // one at a time, on a goroutine that exists only while the socket has work.
 // An idle socket costs no goroutine; a slow handler (a database call)
-// delays only its own socket. Handlers may block. Emit, EmitPrepared, acks
-// and Disconnect may be called from any goroutine; what one goroutine sends
-// to a socket arrives in that order.
+// delays only its own socket. Handlers may block (but must not call
+// Server.Close, which waits for them). Emit, EmitPrepared, acks and
+// Disconnect may be called from any goroutine; what one goroutine sends to
+// a socket arrives in that order. A handler that panics ends its
+// connection ("forced close"), reported to OnError with the stack, as
+// net/http does; the process goes on.
 //
 // Connecting: on a CONNECT (v5; a v2 client is joined to "/" when its
 // session opens, as socket.io v2 did) the socket is recorded, OnConnection

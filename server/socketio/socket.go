@@ -1,6 +1,8 @@
 package socketio
 
 import (
+	"fmt"
+	"runtime/debug"
 	"sync/atomic"
 
 	"github.com/chatd/chat/server/socketio/engineio"
@@ -116,7 +118,10 @@ func (s *Socket) EmitPrepared(p *engineio.Prepared) {
 // Enqueue runs fn on the socket's serial executor, after the events and
 // tasks queued before it. It is dropped once the socket is disconnected.
 func (s *Socket) Enqueue(fn func()) {
-	s.exec.do(fn, 0)
+	s.exec.do(func() {
+		defer s.recoverPanic()
+		fn()
+	}, 0)
 }
 
 // Disconnect disconnects the socket from the server's side: the client gets
@@ -166,6 +171,7 @@ func (s *Socket) send(o outgoing) {
 // acknowledgement and whatever OnConnection emitted. Events that arrived
 // meanwhile are queued behind it, so no handler misses one.
 func (s *Socket) connect() {
+	defer s.recoverPanic()
 	c := s.c
 	if fn := c.srv.opts.OnConnection; fn != nil {
 		fn(s)
@@ -191,6 +197,7 @@ func (s *Socket) connect() {
 // dispatch queues an event for its handler.
 func (s *Socket) dispatch(event string, args []any, hasID bool, id uint64) bool {
 	return s.exec.do(func() {
+		defer s.recoverPanic()
 		s.c.mu.Lock()
 		var fn func([]any, func(...any))
 		for i := range s.handlers {
@@ -232,6 +239,7 @@ func (s *Socket) ackFunc(id uint64) func(args ...any) {
 func (s *Socket) finish(reason string) {
 	s.exec.close(func() {
 		defer s.c.srv.wg.Done()
+		defer s.recoverPanic()
 		s.c.mu.Lock()
 		fn := s.onDisconnect
 		s.handlers, s.onDisconnect = nil, nil
@@ -240,4 +248,14 @@ func (s *Socket) finish(reason string) {
 			fn(reason)
 		}
 	})
+}
+
+// recoverPanic, deferred in every task of the socket, turns a panic of
+// OnConnection, a handler or OnDisconnect into the end of that socket's
+// connection, reported to OnError with the stack, as net/http does for a
+// handler: one bad call must not take every user down with the process.
+func (s *Socket) recoverPanic() {
+	if r := recover(); r != nil {
+		s.c.close("forced close", fmt.Errorf("socketio: panic in a handler of socket %s (namespace %s): %v\n%s", s.id, s.nsp, r, debug.Stack()))
+	}
 }
