@@ -366,10 +366,18 @@ func TestRealNoIdleGoroutines(t *testing.T) {
 		r.next()
 		rs = append(rs, r)
 	}
-	time.Sleep(50 * time.Millisecond)
+	// Executors of earlier tests' sockets may still be returning.
+	deadline := time.Now().Add(3 * time.Second)
 	buf := make([]byte, 1<<20)
-	stacks := string(buf[:runtimeStack(buf)])
-	if n := strings.Count(stacks, "socketio.(*serial).run"); n > 0 {
-		t.Errorf("%d executor goroutines for idle sockets", n)
+	for {
+		stacks := string(buf[:runtimeStack(buf)])
+		n := strings.Count(stacks, "socketio.(*serial).run")
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d executor goroutines for %d idle sockets", n, len(rs))
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
