@@ -26,7 +26,7 @@ type recorder struct {
 }
 
 func newRecorder() *recorder {
-	return &recorder{msgCh: make(chan string, 4096), closed: make(chan string, 1024)}
+	return &recorder{msgCh: make(chan string, 4096), closed: make(chan string, 16384)}
 }
 
 func (r *recorder) OnMessage(s *Session, data []byte, binary bool) {
