@@ -18,16 +18,16 @@ type Session struct {
 	h    Handler
 
 	mu        sync.Mutex
-	proto     uint8 // 3 or 4
-	state     uint8 // stateOpen, stateClosing, stateClosed
-	upgrade   uint8 // upNone, upAttached, upProbed, upDone
-	awaitPong bool  // EIO4: a ping is out, due is its pong's deadline
-	posting   bool  // a POST is being read or processed
-	wsClosing bool  // a close frame is queued; close the conn once flushed
-	slow      bool  // cut off as a slow peer (for OnSlowPeer)
-	final     byte  // while closing: the packet the last poll gets after the queue
-	notify    string // close reason for the callbacks run by unlock
-	refused   string // failed upgrade's reason for OnUpgradeRefused, run by unlock
+	proto     uint8      // 3 or 4
+	state     uint8      // stateOpen, stateClosing, stateClosed
+	upgrade   uint8      // upNone, upAttached, upProbed, upDone
+	awaitPong bool       // EIO4: a ping is out, due is its pong's deadline
+	posting   bool       // a POST is being read or processed
+	wsClosing bool       // a close frame is queued; close the conn once flushed
+	slow      bool       // cut off as a slow peer (for OnSlowPeer)
+	final     byte       // while closing: the packet the last poll gets after the queue
+	notify    string     // close reason for the callbacks run by unlock
+	refused   string     // failed upgrade's reason for OnUpgradeRefused, run by unlock
 	due       int64      // wheel nanos; see onTimer
 	poll      *pollWait  // the pending GET, if any
 	out       []packet   // polling packets not yet answered
