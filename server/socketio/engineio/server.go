@@ -287,6 +287,13 @@ func (srv *Server) handshake(w http.ResponseWriter, r *http.Request, proto uint8
 	open := packet{typ: pktOpen, text: srv.openJSON(s, !websocket && !o.DisableUpgrades)}
 
 	s.mu.Lock()
+	if websocket && s.state != stateOpen {
+		// OnOpen closed it already.
+		s.closeLocked("", 0)
+		s.unlock()
+		c.Close()
+		return
+	}
 	if websocket {
 		s.upgrade = upDone
 		if _, err := srv.nb.AddConn(c); err != nil {

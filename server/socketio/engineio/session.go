@@ -280,9 +280,12 @@ func (s *Session) onTimer(kind uint8) {
 		s.closeLocked("", 0)
 	case s.proto == 4 && !s.awaitPong:
 		// The pong is due PingTimeout after the ping was due, not after
-		// the wheel got to it.
+		// the wheel got to it (the suite polls at exactly interval +
+		// timeout), unless the server was so late that the client would
+		// have less than half of PingTimeout to answer.
 		s.awaitPong = true
-		s.due += int64(s.srv.opts.PingTimeout)
+		pt := int64(s.srv.opts.PingTimeout)
+		s.due = max(s.due+pt, now+pt/2)
 		s.enqueueLocked(packet{typ: pktPing})
 		w.schedule(&s.hb, time.Duration(s.due-now))
 	default:

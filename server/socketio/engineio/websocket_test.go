@@ -465,3 +465,19 @@ func TestHandlerPanicEndsOnlyItsSession(t *testing.T) {
 	}
 	ts.waitCount(t, 0)
 }
+
+func TestCloseInOnOpen(t *testing.T) {
+	closed := make(chan string, 2)
+	ts := startServer(t, Options{OnClose: func(_ *Session, r string) { closed <- r }, OnOpen: func(s *Session) { s.Close("refused") }})
+	c := dialWS(t, ts, "EIO=4&transport=websocket")
+	if _, err := c.read(3 * time.Second); err == nil {
+		t.Fatal("WebSocket of a session closed in OnOpen got a frame")
+	}
+	ts.do(t, "GET", "EIO=4&transport=polling", "")
+	for i := 0; i < 2; i++ {
+		if r := <-closed; r != "refused" {
+			t.Fatal(r)
+		}
+	}
+	ts.waitCount(t, 1) // the polling one waits for its last poll
+}
