@@ -3,6 +3,7 @@ package engineio
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -352,4 +353,47 @@ func TestAbandonedSessionsEnd(t *testing.T) {
 		t.Fatal(n)
 	}
 	ts.waitCount(t, 0)
+}
+
+// TestSlowBody: a POST whose body does not arrive within PollTimeout is
+// refused and ends its session.
+func TestSlowBody(t *testing.T) {
+	ts := startServer(t, Options{PollTimeout: 200 * time.Millisecond})
+	sid := ts.handshake(t, 4)
+	host := strings.TrimPrefix(strings.TrimSuffix(ts.url, "/engine.io/"), "http://")
+	c, err := net.Dial("tcp", host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "POST /engine.io/?EIO=4&transport=polling&sid=%s HTTP/1.1\r\nHost: %s\r\nContent-Length: 100\r\n\r\n4only part", sid, host)
+	start := time.Now()
+	if r := ts.rec.nextClose(t); r != "transport error" {
+		t.Fatal(r)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("closed after %v", d)
+	}
+	ts.waitCount(t, 0)
+}
+
+func TestServerClose(t *testing.T) {
+	ts := startServer(t, Options{})
+	ts.handshake(t, 4)
+	c := dialWS(t, ts, "EIO=4&transport=websocket")
+	c.readText(t, false)
+	ts.session(t)
+	ts.session(t)
+	ts.Close()
+	for i := 0; i < 2; i++ {
+		if r := ts.rec.nextClose(t); r != "server shutting down" {
+			t.Fatal(r)
+		}
+	}
+	if n := ts.Count(); n != 0 {
+		t.Fatal(n)
+	}
+	if code, _ := ts.do(t, "GET", "EIO=4&transport=polling", ""); code != 503 {
+		t.Fatal("handshake after Close:", code)
+	}
 }
