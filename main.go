@@ -432,6 +432,9 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
+	// Libraries that log through log/slog's default (nbio, under the
+	// engine) write in the same format and at the same level.
+	slog.SetDefault(log)
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -88,7 +88,8 @@ func (srv *Server) writePoll(w http.ResponseWriter, status int, body []byte) {
 
 var bodyPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
-// post reads a POST of long-polling session s, bounded by MaxPayload (413)
+// post reads a POST of long-polling session s, bounded by MaxPayload (413,
+// the session kept)
 // and PollTimeout, and handles its packets in order. A malformed payload
 // closes the session ("parse error"); so does an overlapping POST.
 func (srv *Server) post(w http.ResponseWriter, r *http.Request, s *Session) {
@@ -122,9 +123,15 @@ func (srv *Server) post(w http.ResponseWriter, r *http.Request, s *Session) {
 		writeError(w, status, codeBadRequest, msg)
 	}
 
+	// Too large is refused without ending the session, as Node's engine
+	// does: the request is dropped, not the client, whose next POST may
+	// be fine. (The body is not read; net/http closes that connection.)
+	tooLarge := func() {
+		writeError(w, http.StatusRequestEntityTooLarge, codeBadRequest, "Payload too large")
+	}
 	max := srv.opts.MaxPayload
 	if r.ContentLength > max {
-		fail(http.StatusRequestEntityTooLarge, "transport error", "Payload too large")
+		tooLarge()
 		return
 	}
 	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(srv.opts.PollTimeout))
@@ -138,7 +145,7 @@ func (srv *Server) post(w http.ResponseWriter, r *http.Request, s *Session) {
 	buf.Reset()
 	_, err := buf.ReadFrom(io.LimitReader(r.Body, max+1))
 	if int64(buf.Len()) > max {
-		fail(http.StatusRequestEntityTooLarge, "transport error", "Payload too large")
+		tooLarge()
 		return
 	}
 	if err != nil {

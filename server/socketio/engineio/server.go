@@ -48,6 +48,7 @@ func (srv *Server) poller() (*nbio.Engine, error) {
 	if srv.nb != nil || srv.nbErr != nil {
 		return srv.nb, srv.nbErr
 	}
+	routeNbioLog()
 	nb := nbio.NewEngine(nbio.Config{
 		Name: "engineio",
 		// Our own bound (MaxQueued) is the one that applies, with its

@@ -314,12 +314,21 @@ func (s *Session) onPacketLocked(typ byte, text string) {
 	o := &s.srv.opts
 	switch typ {
 	case pktPing:
-		if s.proto == 3 {
-			s.due = s.srv.wheel.nanos() + int64(o.PingInterval+o.PingTimeout)
-			s.enqueueLocked(packet{typ: pktPong, text: text})
+		if s.proto != 3 {
+			// EIO4's server pings, its clients answer: a ping from one
+			// is a client that does not speak the protocol (Node:
+			// "invalid heartbeat direction").
+			s.closeLocked("parse error", pktNoop)
+			return
 		}
+		s.due = s.srv.wheel.nanos() + int64(o.PingInterval+o.PingTimeout)
+		s.enqueueLocked(packet{typ: pktPong, text: text})
 	case pktPong:
-		if s.proto == 4 && s.awaitPong {
+		if s.proto == 3 {
+			s.closeLocked("parse error", pktNoop) // EIO3's clients ping, never pong
+			return
+		}
+		if s.awaitPong {
 			s.awaitPong = false
 			s.due = s.srv.wheel.nanos() + int64(o.PingInterval)
 			// The node waits for the pong's deadline, which may be later
