@@ -45,6 +45,7 @@ type relay struct {
 	seen     map[int64]struct{}
 	ring     []int64 // seen ids in arrival order, to forget the oldest
 	high     int64   // highest id seen
+	floor    int64   // the newest id stored when this server started
 	missed   int64   // lowest id whose read failed, 0 when none
 	catching bool    // a catch-up goroutine is running
 }
@@ -178,11 +179,21 @@ func (r *relay) catchUp(after int64) (int, error) {
 	}
 }
 
+// setFloor records the newest id stored before this server subscribed to
+// the bus. A catch-up never goes below it: what was stored before came to
+// each socket in its history, and a server that has delivered nothing yet
+// (high 0) would otherwise deliver the whole table live after a bus blip.
+func (r *relay) setFloor(id int64) {
+	r.mu.Lock()
+	r.floor = id
+	r.mu.Unlock()
+}
+
 // Resync implements bus.Handler: after the bus reconnected, deliver what
 // other servers stored meanwhile, and refresh the online list.
 func (r *relay) Resync() {
 	r.mu.Lock()
-	from := max(r.high-seenWindow, 0)
+	from := max(r.high-seenWindow, r.floor)
 	r.mu.Unlock()
 	n, err := r.catchUp(from)
 	if err != nil {

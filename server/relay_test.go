@@ -3,11 +3,13 @@ package server_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/chatd/chat/bus"
 	"github.com/chatd/chat/server"
@@ -18,8 +20,19 @@ import (
 // memBus is a bus between servers in one process: every event reaches
 // every subscriber, in order, on one goroutine per subscriber.
 type memBus struct {
-	mu   sync.Mutex
-	subs []chan bus.Event
+	mu       sync.Mutex
+	subs     []chan bus.Event
+	handlers []bus.Handler
+}
+
+// resync tells every subscriber that its bus connection came back.
+func (b *memBus) resync() {
+	b.mu.Lock()
+	hs := b.handlers
+	b.mu.Unlock()
+	for _, h := range hs {
+		h.Resync()
+	}
 }
 
 func (b *memBus) Publish(_ context.Context, e bus.Event) error {
@@ -35,6 +48,7 @@ func (b *memBus) Subscribe(h bus.Handler) error {
 	c := make(chan bus.Event, 1024)
 	b.mu.Lock()
 	b.subs = append(b.subs, c)
+	b.handlers = append(b.handlers, h)
 	b.mu.Unlock()
 	go func() {
 		for e := range c {
@@ -88,5 +102,36 @@ func TestRelayCatchesUpAfterFailedRead(t *testing.T) {
 	}
 	if !strings.Contains(bsrv.logs.String(), "caught up after a failed store read") {
 		t.Errorf("B did not log its catch-up:\n%s", bsrv.logs.String())
+	}
+}
+
+// TestResyncDeliversNothingOld: after a bus reconnect, a server catches up
+// on what other servers stored meanwhile, and nothing else: not the
+// messages stored before it started, which its sockets have in their
+// history (or can page), even when it has delivered nothing live yet.
+func TestResyncDeliversNothingOld(t *testing.T) {
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "chat.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	for i := range 300 {
+		if _, _, err := st.AddMessage(context.Background(), store.Message{Content: fmt.Sprint("old ", i), Username: "old"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := &memBus{}
+	e := startServer(t, server.Config{Bus: b, ServerID: "A"}, st)
+	viewer := e.connect(t, "viewer", "websocket")
+	viewer.waitEvent("load all messages", nil)
+	// Stored by another server while this one's bus was down.
+	if _, _, err := st.AddMessage(context.Background(), store.Message{Content: "missed", Username: "other"}); err != nil {
+		t.Fatal(err)
+	}
+	b.resync()
+	viewer.waitEvent("new message", msgIs("missed", "other"))
+	time.Sleep(200 * time.Millisecond)
+	if n := viewer.count("new message"); n != 1 {
+		t.Errorf("after a resync the viewer got %d messages live, want only the 1 stored meanwhile", n)
 	}
 }

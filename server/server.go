@@ -214,6 +214,16 @@ func New(cfg Config, st store.Store, log *slog.Logger) (*Server, error) {
 		s.io.Emit("get users", users)
 	}, st, cfg.Bus, s.id, log)
 	s.relay = newRelay(s)
+	fctx, fcancel := context.WithTimeout(ctx, cfg.StoreTimeout)
+	newest, err := st.RecentMessages(fctx, 1)
+	fcancel()
+	if err != nil {
+		// Not fatal: the store may come up later (the server then runs
+		// degraded, see recentMessages); a catch-up then starts lower.
+		log.Warn("reading the newest message id at start-up", "err", err)
+	} else if len(newest) == 1 {
+		s.relay.setFloor(newest[0].ID)
+	}
 	if err := cfg.Bus.Subscribe(s.relay); err != nil {
 		cancel()
 		return nil, err
