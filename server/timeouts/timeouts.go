@@ -1,6 +1,8 @@
 // Package timeouts bounds how long one client can make the server wait on
-// it: a request body that never finishes arriving, and a WebSocket peer
-// that stops reading what it is sent.
+// it over plain HTTP: a request body that never finishes arriving, and a
+// WebSocket peer (on a route that upgrades) that stops reading what it is
+// sent. The Socket.IO endpoint keeps its own deadlines (package
+// server/socketio/engineio) and is not wrapped.
 //
 // http.Server has no setting for either that leaves WebSockets alone:
 // ReadTimeout and WriteTimeout cover the whole connection, so they would
@@ -8,10 +10,7 @@
 // headers. Without this package a client that sends headers announcing
 // a 1,000-byte body and then 5 bytes holds a goroutine and a connection
 // forever (net/http even waits on such a body after the handler returned,
-// to reuse the connection), and a WebSocket client that never reads lets
-// the Engine.IO write queue of github.com/zishang520/socket.io grow without
-// bound: its transport writes with no deadline, and packets pile up in the
-// socket's buffer while a write is blocked.
+// to reuse the connection).
 package timeouts
 
 import (
