@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # update-socketio-client.sh — vendor the stock socket.io-client browser bundle
-# into server/clientjs/dist so the Go binary can serve /socket.io/socket.io.js
+# into server/socketio/clientjs/dist so the Go binary can serve /socket.io/socket.io.js
 # exactly like the Node.js socket.io server does.
 #
 # Usage:
@@ -15,7 +15,7 @@
 set -euo pipefail
 
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-dist="$repo_root/server/clientjs/dist"
+dist="$repo_root/server/socketio/clientjs/dist"
 
 # Files copied from the package's dist/ folder. js_files are required; the
 # optional ones are copied when the package ships them. The Node.js socket.io

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/chatd/chat/bus"
-	"github.com/chatd/chat/server/clientjs"
 	"github.com/chatd/chat/server/socketio"
 	"github.com/chatd/chat/server/socketio/engineio"
 	"github.com/chatd/chat/server/timeouts"
@@ -205,6 +204,7 @@ func New(cfg Config, st store.Store, log *slog.Logger) (*Server, error) {
 		},
 		ConnectTimeout: 10 * time.Second,
 		OnConnection:   s.onConnection,
+		ServeClient:    true, // pages written for Node load /socket.io/socket.io.js
 		OnError: func(sid string, err error) {
 			s.met.rejections.WithLabelValues("protocol").Inc()
 			s.refusals.Info(s.log, "closed a connection for bad input", "sid", sid, "err", err)
@@ -268,12 +268,6 @@ func (s *Server) Handler() http.Handler {
 			s.log.Warn("refused a connection from another site's page", "origin", logName(origin))
 		})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.met.reg, promhttp.HandlerOpts{}))
-	bundle := clientjs.Handler()
-	bundlePaths := map[string]bool{}
-	for _, p := range clientjs.Paths() {
-		mux.Handle(p, bundle)
-		bundlePaths[p] = true
-	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Write([]byte("ok\n"))
@@ -286,7 +280,7 @@ func (s *Server) Handler() http.Handler {
 	// (see package timeouts).
 	rest := timeouts.Wrap(mux, s.cfg.BodyTimeout, s.cfg.WriteTimeout)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasPrefix(r.URL.Path, "/socket.io/") && !bundlePaths[r.URL.Path] {
+		if strings.HasPrefix(r.URL.Path, "/socket.io/") {
 			sio.ServeHTTP(w, r)
 			return
 		}

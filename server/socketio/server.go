@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/chatd/chat/server/socketio/clientjs"
 	"github.com/chatd/chat/server/socketio/engineio"
 )
 
@@ -36,6 +37,10 @@ type Options struct {
 	// a client that sends more closes its connection (OnError).
 	// Default 1000.
 	MaxQueuedEvents int
+	// ServeClient serves the stock socket.io-client browser bundle at
+	// /socket.io/socket.io.js and its siblings, as Node's server does
+	// (package clientjs), so that pages written for it load their client.
+	ServeClient bool
 	// OnError, if set, hears why a connection was closed for bad input (the
 	// error wraps ErrProtocol and never contains the packet's content),
 	// and about acknowledgement arguments that could not be encoded. For
@@ -53,6 +58,7 @@ var errTooManyQueued = errors.New("too many events waiting for their handler")
 type Server struct {
 	opts Options
 	eng  *engineio.Server
+	http http.Handler    // eng, behind the client bundle when ServeClient
 	nsps map[string]bool // besides "/"; read-only
 
 	mu      sync.RWMutex
@@ -83,12 +89,16 @@ func NewServer(o Options) *Server {
 		s.SetHandler(newConn(srv, s))
 	}
 	srv.eng = engineio.NewServer(eo)
+	srv.http = srv.eng
+	if o.ServeClient {
+		srv.http = clientjs.Middleware(srv.eng)
+	}
 	return srv
 }
 
 // ServeHTTP serves Engine.IO requests.
 func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	srv.eng.ServeHTTP(w, r)
+	srv.http.ServeHTTP(w, r)
 }
 
 // Engine returns the Engine.IO server underneath (for its counts).

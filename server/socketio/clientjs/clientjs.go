@@ -3,9 +3,9 @@
 //
 // Why: pages written for the Node.js chat server load the client with
 // <script src="/socket.io/socket.io.js">. The Node server answers that URL from
-// the socket.io package's client-dist/ folder; the Go Socket.IO library does
-// not serve it at all, so without this package such a page would get a 404 and
-// never connect. The files in dist/ are the unmodified ones from the npm
+// the socket.io package's client-dist/ folder; without this package such a
+// page would get a 404 and never connect (socketio.Options.ServeClient mounts
+// it in front of the engine). The files in dist/ are the unmodified ones from the npm
 // package socket.io-client (the same build the Node server ships), pinned by
 // dist/VERSION and verified by dist/SHA256SUMS; scripts/update-socketio-client.sh
 // replaces them and checks them (--check).
