@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the official Socket.IO v5 and Engine.IO v4 protocol test suites
-# against the library as the chat server configures it (see README.md).
+# against our server/socketio and server/socketio/engineio, configured as the
+# chat server configures them (see README.md).
 #
 #   test/conformance/run.sh
 #
@@ -8,8 +9,8 @@
 #   CONFORMANCE_SUITES   directory holding sio/test-suite and eio/test-suite
 #                        (default /tmp/conf); without it the run is SKIPPED
 #   CONFORMANCE_CONFIGS  configurations to run (default
-#                        "sio sio-bare sio-noeio3 eio eio-pollfix"; also
-#                        available: sio-authdelay)
+#                        "sio sio-noeio3 eio"; also available:
+#                        sio-authdelay, a diagnostic)
 #   CONFORMANCE_RUNS     runs of each configuration (default 1); the races
 #                        of the suites show up better over several
 #   CONFORMANCE_OUT      where reports and server logs go (default: a new
@@ -24,7 +25,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 
 suites=${CONFORMANCE_SUITES:-/tmp/conf}
-configs=${CONFORMANCE_CONFIGS:-"sio sio-bare sio-noeio3 eio eio-pollfix"}
+configs=${CONFORMANCE_CONFIGS:-"sio sio-noeio3 eio"}
 runs=${CONFORMANCE_RUNS:-1}
 port=3000
 
@@ -37,12 +38,10 @@ skip() {
 # config → "suite binary flags..."
 config_spec() {
 	case "$1" in
-	sio) echo "sio sioserver" ;;                                    # as the chat server: AllowEIO3, connect gate, pollfix
-	sio-bare) echo "sio sioserver -gate=false -pollfix=false -wstransport=false" ;; # the library without our workarounds
-	sio-noeio3) echo "sio sioserver -eio3=false" ;;                 # as sio, but EIO=3 refused
-	sio-authdelay) echo "sio sioserver -auth-delay=20ms" ;;         # diagnostic for the suite's auth race
-	eio) echo "eio eioserver" ;;                                    # the bare engine
-	eio-pollfix) echo "eio eioserver -pollfix" ;;                   # the engine behind pollfix.Wrap
+	sio) echo "sio sioserver" ;;                            # server/socketio as the chat server sets it: AllowEIO3
+	sio-noeio3) echo "sio sioserver -eio3=false" ;;         # as sio, but EIO=3 refused
+	sio-authdelay) echo "sio sioserver -auth-delay=20ms" ;; # diagnostic for the suite's auth race
+	eio) echo "eio eioserver" ;;                            # the bare engine, server/socketio/engineio
 	*) return 1 ;;
 	esac
 }

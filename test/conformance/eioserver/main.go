@@ -46,10 +46,6 @@ func (e echo) OnClose(s *engineio.Session, reason string) {
 func main() {
 	addr := flag.String("addr", "127.0.0.1:3000", "listen address")
 	trace := flag.Bool("trace", false, "log each request, open, refused upgrade and close")
-	// The library's polling bugs that server/pollfix worked around are not
-	// in this engine; the flag stays so that run.sh's eio-pollfix
-	// configuration still runs (the same server).
-	_ = flag.Bool("pollfix", false, "ignored: the engine needs no pollfix")
 	flag.Parse()
 
 	h := echo{trace: *trace}

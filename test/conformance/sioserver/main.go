@@ -45,13 +45,6 @@ func main() {
 	keepEmpty := flag.Bool("keep-empty", true, "keep a connection whose last socket left, as Node does (the chat server does not)")
 	authDelay := flag.Duration("auth-delay", 0, "diagnostic: send `auth` this long after the connection handler runs instead of at once")
 	verbose := flag.Bool("v", false, "log connections closed for bad input and every session's close reason")
-	// The library's workarounds these switched are gone: the connect race
-	// cannot happen in server/socketio, the engine needs no pollfix and
-	// has its own WebSocket transport. The flags stay so that run.sh's
-	// sio-bare configuration still runs (the same server).
-	_ = flag.Bool("gate", true, "ignored: server/socketio records a socket before acknowledging its CONNECT")
-	_ = flag.Bool("pollfix", true, "ignored: the engine needs no pollfix")
-	_ = flag.Bool("wstransport", true, "ignored: the engine has its own WebSocket transport")
 	flag.Parse()
 
 	opts := socketio.Options{
