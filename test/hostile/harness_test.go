@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -848,6 +849,22 @@ func pollOpen(hc *http.Client, base string) (string, error) {
 		return "", fmt.Errorf("polling handshake %q: %v", b, err)
 	}
 	return open.SID, nil
+}
+
+// pollOpenEIO3 opens a long-polling session as socket.io-client 2.x does
+// and returns its id. The answer is a v3 payload, `<length>:0{"sid":…}`.
+func pollOpenEIO3(hc *http.Client, base string) (string, error) {
+	resp, err := hc.Get(base + "/socket.io/?EIO=3&transport=polling")
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	m := regexp.MustCompile(`^\d+:0\{.*?"sid":"([^"]+)"`).FindSubmatch(b)
+	if resp.StatusCode != 200 || m == nil {
+		return "", fmt.Errorf("EIO=3 polling handshake: %s %q", resp.Status, clip(string(b), 100))
+	}
+	return string(m[1]), nil
 }
 
 func pollPost(hc *http.Client, base, sid, body string) (int, string, error) {

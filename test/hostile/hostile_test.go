@@ -1074,7 +1074,11 @@ func (h *harness) hugeFrames(t *testing.T) (int, string) {
 	}
 	postCase("polling: 10 MB POST with Content-Length", "/socket.io/?EIO=4&transport=polling&sid="+sid, false, http.StatusRequestEntityTooLarge)
 	postCase("polling: 10 MB POST, chunked", "/socket.io/?EIO=4&transport=polling&sid="+sid, true, http.StatusRequestEntityTooLarge)
-	postCase("polling, EIO=3: 10 MB POST, chunked", "/socket.io/?EIO=3&transport=polling&sid="+sid, true, http.StatusRequestEntityTooLarge)
+	sid3, err := pollOpenEIO3(hc, h.srv.base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	postCase("polling, EIO=3: 10 MB POST, chunked", "/socket.io/?EIO=3&transport=polling&sid="+sid3, true, http.StatusRequestEntityTooLarge)
 	postCase("polling: 10 MB POST without a session", "/socket.io/?EIO=4&transport=polling", true, http.StatusBadRequest)
 	st, body, _ := pollGet(hc, h.srv.base, sid)
 	lines = append(lines, fmt.Sprintf("    %-44s → %d %q", "polling: GET on that session afterwards", st, clip(body, 60)))
