@@ -32,6 +32,15 @@ type Options struct {
 	// PollTimeout bounds how long a POST body may take to arrive and how
 	// long a poll response may take to be written. 0 means 10 s.
 	PollTimeout time.Duration
+	// PollBatch is the least time between two answers to a long-polling
+	// session's polls while packets keep coming: what is queued meanwhile
+	// goes in the next answer, so a busy room costs a polling client one
+	// HTTP request per PollBatch, not one per message (behind a proxy
+	// that opens a connection per request, as the seed report's block
+	// does, the request is most of the cost). A poll that finds the
+	// session quiet for longer is answered at once, so a lone message is
+	// never held. 0 means 50 ms; negative, no batching.
+	PollBatch time.Duration
 
 	// Accept is called once per handshake with the request, before a
 	// session exists. An error refuses the handshake: 403 with
@@ -61,6 +70,7 @@ const (
 	defaultMaxQueued    = 1 << 20
 	defaultWriteTimeout = 10 * time.Second
 	defaultPollTimeout  = 10 * time.Second
+	defaultPollBatch    = 50 * time.Millisecond
 )
 
 func (o *Options) setDefaults() {
@@ -81,5 +91,11 @@ func (o *Options) setDefaults() {
 	}
 	if o.PollTimeout <= 0 {
 		o.PollTimeout = defaultPollTimeout
+	}
+	switch {
+	case o.PollBatch == 0:
+		o.PollBatch = defaultPollBatch
+	case o.PollBatch < 0:
+		o.PollBatch = 0
 	}
 }

@@ -46,7 +46,7 @@ func (srv *Server) poll(w http.ResponseWriter, r *http.Request, s *Session) {
 	pw := &pollWait{ch: make(chan struct{})}
 	s.poll = pw
 	if len(s.out) > 0 && s.upgrade < upProbed {
-		s.answerPollLocked(200, 0)
+		s.answerPollSoonLocked()
 	} else if s.upgrade == upProbed {
 		s.noopLaterLocked()
 	}
@@ -62,6 +62,9 @@ func (srv *Server) poll(w http.ResponseWriter, r *http.Request, s *Session) {
 			s.poll = nil
 			if pw.noop != nil {
 				pw.noop.Stop()
+			}
+			if pw.batch != nil {
+				pw.batch.Stop()
 			}
 			s.closeLocked("transport error", 0)
 		}

@@ -402,3 +402,47 @@ func TestServerClose(t *testing.T) {
 		t.Fatal("handshake after Close:", code)
 	}
 }
+
+// TestPollBatch: while packets keep coming, a polling session gets at most
+// one answer per PollBatch, carrying everything queued meanwhile; a poll
+// after a quiet spell is answered at once.
+func TestPollBatch(t *testing.T) {
+	const batch = 200 * time.Millisecond
+	ts := startServer(t, Options{PollBatch: batch})
+	sid := ts.handshake(t, 4)
+	s := ts.session(t)
+	q := "EIO=4&transport=polling&sid=" + sid
+
+	s.Send("first")
+	start := time.Now()
+	if _, body := ts.do(t, "GET", q, ""); body != "4first" {
+		t.Fatalf("first poll: %q", body)
+	}
+	if d := time.Since(start); d > batch/2 {
+		t.Errorf("the first answer took %s: a quiet session's poll must be answered at once", d)
+	}
+	answered := time.Now()
+	go func() {
+		for i := range 5 {
+			s.Send(fmt.Sprint("m", i))
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
+	_, body := ts.do(t, "GET", q, "")
+	if d := time.Since(answered); d < batch-20*time.Millisecond {
+		t.Errorf("second answer %s after the first, want about %s", d, batch)
+	}
+	if want := "4m0\x1e4m1\x1e4m2\x1e4m3\x1e4m4"; body != want {
+		t.Errorf("second answer %q, want all five packets in one: %q", body, want)
+	}
+
+	time.Sleep(batch + 50*time.Millisecond) // quiet
+	s.Send("after a pause")
+	start = time.Now()
+	if _, body := ts.do(t, "GET", q, ""); body != "4after a pause" {
+		t.Fatalf("poll after a pause: %q", body)
+	}
+	if d := time.Since(start); d > batch/2 {
+		t.Errorf("after a quiet spell the answer took %s, want at once", d)
+	}
+}

@@ -321,6 +321,7 @@ func (srv *Server) handshake(w http.ResponseWriter, r *http.Request, proto uint8
 	s.poll = &pollWait{ch: make(chan struct{})}
 	wt := s.poll
 	s.answerPollLocked(200, 0)
+	s.answered = 0 // the handshake is no reason to hold the first poll (PollBatch)
 	s.unlock()
 	srv.writePoll(w, wt.status, wt.body)
 }

@@ -32,6 +32,7 @@ type Session struct {
 	poll      *pollWait  // the pending GET, if any
 	out       []packet   // polling packets not yet answered
 	outBytes  int        // their size, bounded by MaxQueued
+	answered  int64      // wheel nanos of the last poll answered with packets (see PollBatch)
 	ws        *nbio.Conn // the WebSocket: probing (upAttached/upProbed) or the transport (upDone)
 
 	// Read side of the WebSocket, touched only by nbio's poller goroutine
@@ -69,6 +70,7 @@ type pollWait struct {
 	status int
 	body   []byte
 	noop   *time.Timer // the delayed NOOP during an upgrade
+	batch  *time.Timer // the answer held for PollBatch; see answerPollSoonLocked
 }
 
 // ID returns the session id (the handshake's sid).
@@ -202,8 +204,31 @@ func (s *Session) enqueueLocked(pk packet) {
 	s.out = append(s.out, pk)
 	s.outBytes += pk.size()
 	if s.poll != nil && s.upgrade < upProbed {
-		s.answerPollLocked(200, 0)
+		s.answerPollSoonLocked()
 	}
+}
+
+// answerPollSoonLocked answers the pending poll with the queue: at once,
+// or, when the last answer went out less than PollBatch ago, once PollBatch
+// has passed since it (Options.PollBatch says why). The held answer takes
+// whatever is queued when it goes.
+func (s *Session) answerPollSoonLocked() {
+	w := s.poll
+	wait := time.Duration(s.answered + int64(s.srv.opts.PollBatch) - s.srv.wheel.nanos())
+	if s.answered == 0 || wait <= 0 {
+		s.answerPollLocked(200, 0)
+		return
+	}
+	if w.batch != nil {
+		return // already held; it will take this packet too
+	}
+	w.batch = time.AfterFunc(wait, func() {
+		s.mu.Lock()
+		if s.poll == w && len(s.out) > 0 && s.upgrade < upProbed && s.state == stateOpen {
+			s.answerPollLocked(200, 0)
+		}
+		s.unlock()
+	})
 }
 
 // answerPollLocked answers the pending GET: with 200, the queued packets
@@ -214,8 +239,14 @@ func (s *Session) answerPollLocked(status int, final byte) {
 	if w.noop != nil {
 		w.noop.Stop()
 	}
+	if w.batch != nil {
+		w.batch.Stop()
+	}
 	w.status = status
 	if status == 200 {
+		if len(s.out) > 0 {
+			s.answered = s.srv.wheel.nanos()
+		}
 		if final != 0 {
 			s.out = append(s.out, packet{typ: final})
 		}
