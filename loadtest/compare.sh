@@ -9,7 +9,7 @@
 #
 # Full: 1,000 clients x 20 msg/s, 5,000 x 5, 5,000 x 20, 5,000 x 50 (RUNS runs each,
 # A/B alternated), the browser's path: clients that start on long-polling
-# and upgrade to WebSocket (1,000 x 20, 5,000 x 5) and long-polling only
+# and upgrade to WebSocket (1,000 x 20, 5,000 x 5, 5,000 x 20, 5,000 x 50) and long-polling only
 # through the seed report's nginx block (1,000 x 20), 10,000 idle connections (RUNS runs), the most idle
 # connections held (10k -> 15k -> 19.5k, stop at the first failure), a
 # heartbeat check (2,000 idle for 30 s) and the report's 450-user mocha
@@ -20,7 +20,7 @@
 #   RUNS=3            runs per scenario and server (full mode)
 #   MSG_SECONDS=20    sending phase of each message scenario
 #   PONG_DELAY=0s     how late the generator answers pings (see README: the heartbeat race)
-#   SCENARIOS="c1000r20 c5000r5 c5000r20 c5000r50 up1000r20 up5000r5 pollnginx1000r20 idle10k maxidle race mocha"
+#   SCENARIOS="c1000r20 c5000r5 c5000r20 c5000r50 up1000r20 up5000r5 up5000r20 up5000r50 pollnginx1000r20 idle10k maxidle race mocha"
 #                     subset to run; each replaces only its own lines in
 #                     results/RESULTS.jsonl, and RESULTS.md is regenerated
 #                     from all kept lines
@@ -49,7 +49,7 @@ results="$tmp/results.jsonl"
 RUNS="${RUNS:-3}"
 MSG_SECONDS="${MSG_SECONDS:-20}"
 PONG_DELAY="${PONG_DELAY:-0s}"
-SCENARIOS="${SCENARIOS:-c1000r20 c5000r5 c5000r20 c5000r50 up1000r20 up5000r5 pollnginx1000r20 idle10k maxidle race mocha}"
+SCENARIOS="${SCENARIOS:-c1000r20 c5000r5 c5000r20 c5000r50 up1000r20 up5000r5 up5000r20 up5000r50 pollnginx1000r20 idle10k maxidle race mocha}"
 NGINX_WORKER_CONNECTIONS="${NGINX_WORKER_CONNECTIONS:-}"
 store="$here/results/RESULTS.jsonl"
 batch="$(date -u '+%Y-%m-%dT%H:%M:%SZ')"
@@ -341,6 +341,8 @@ else
   # upgrades (every client, senders included, as engine.io-client does).
   want up1000r20 && scenario up1000r20 "$RUNS" -transport upgrade -clients 1000 -senders 10 -rate 20 -duration "${MSG_SECONDS}s" -drain 60s
   want up5000r5 && scenario up5000r5 "$RUNS" -transport upgrade -clients 5000 -senders 10 -rate 5 -duration "${MSG_SECONDS}s" -drain 60s -source-ips 4
+  want up5000r20 && scenario up5000r20 "$RUNS" -transport upgrade -clients 5000 -senders 10 -rate 20 -duration "${MSG_SECONDS}s" -drain 90s -source-ips 4
+  want up5000r50 && scenario up5000r50 "$RUNS" -transport upgrade -clients 5000 -senders 10 -rate 50 -duration "${MSG_SECONDS}s" -drain 90s -source-ips 4
   # Behind the report's nginx block no Upgrade is forwarded, so browsers
   # stay on long-polling; they send no X-Forwarded-For either (-xff=false).
   want pollnginx1000r20 && VIA=report-nginx scenario pollnginx1000r20 "$RUNS" -transport polling -xff=false -clients 1000 -senders 10 -rate 20 -duration "${MSG_SECONDS}s" -drain 60s

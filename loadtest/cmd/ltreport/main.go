@@ -53,6 +53,8 @@ var scenarios = []scenario{
 	{"c5000r50", "5,000 clients × 50 msg/s"},
 	{"up1000r20", "1,000 clients × 20 msg/s, polling → upgrade (the stock io() client's path: Engine.IO open on long-polling, then the WebSocket upgrade; every client, senders included)"},
 	{"up5000r5", "5,000 clients × 5 msg/s, polling → upgrade"},
+	{"up5000r20", "5,000 clients × 20 msg/s, polling → upgrade"},
+	{"up5000r50", "5,000 clients × 50 msg/s, polling → upgrade"},
 	{"pollnginx1000r20", "1,000 clients × 20 msg/s, long-polling only, through the seed report's nginx block (it forwards no Upgrade, so browsers stay on polling; no X-Forwarded-For, from the clients either)"},
 	{"idle10k", "10,000 idle connections"},
 }
