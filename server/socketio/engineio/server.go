@@ -345,6 +345,11 @@ func (srv *Server) openJSON(s *Session, upgrades bool) string {
 }
 
 // upgradeWS attaches a WebSocket to polling session s for the upgrade.
+// The WebSocket handshake is answered under s.mu: a second WebSocket for
+// the same sid (the protocol suite opens one right after the first one's
+// "2probe" and "5") must find the first attached, never take its place.
+// Answering a fresh connection's handshake does not block: its send buffer
+// is empty.
 func (srv *Server) upgradeWS(w http.ResponseWriter, r *http.Request, s *Session) {
 	refuse := func(reason string) {
 		if f := srv.opts.OnUpgradeRefused; f != nil {
@@ -363,25 +368,19 @@ func (srv *Server) upgradeWS(w http.ResponseWriter, r *http.Request, s *Session)
 	case s.upgrade != upNone:
 		after = "upgrade under way"
 	}
-	s.unlock()
 	if why != "" {
+		s.unlock()
 		refuse(why)
 		writeError(w, http.StatusBadRequest, codeBadRequest, "Bad request")
 		return
 	}
 	c, extra, why, hijacked := srv.acceptWebSocket(w, r, after)
 	if why != "" {
+		s.unlock()
 		refuse(why)
 		if !hijacked {
 			writeError(w, http.StatusBadRequest, codeBadRequest, "Bad request")
 		}
-		return
-	}
-	s.mu.Lock()
-	if s.state != stateOpen || s.upgrade != upNone {
-		s.unlock()
-		c.Close()
-		refuse("session changed during the WebSocket handshake")
 		return
 	}
 	c.SetSession(s)
