@@ -46,9 +46,9 @@ type Config struct {
 	// BodyTimeout bounds how long an HTTP request body (a polling POST)
 	// may take to arrive; WriteTimeout how long a WebSocket peer may go
 	// without taking a byte of what it is sent before it is cut off.
-	// Defaults 10 s each; negative disables the body timeout of routes
-	// other than /socket.io/ (see package timeouts), whose engine always
-	// keeps both.
+	// Defaults 10 s each. Negative disables the body timeout of the routes
+	// other than /socket.io/ (package timeouts); the engine keeps both
+	// whatever the setting.
 	BodyTimeout, WriteTimeout time.Duration
 	// SessionTTL is how long a login token stays valid. Default 7 days.
 	SessionTTL time.Duration
@@ -278,7 +278,7 @@ func (s *Server) Handler() http.Handler {
 	}
 	// Every other route: no client may stall a request body without end
 	// (see package timeouts).
-	rest := timeouts.Wrap(mux, s.cfg.BodyTimeout, s.cfg.WriteTimeout)
+	rest := timeouts.Wrap(mux, s.cfg.BodyTimeout)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasPrefix(r.URL.Path, "/socket.io/") {
 			sio.ServeHTTP(w, r)
