@@ -100,8 +100,11 @@ func TestRelayCatchesUpAfterFailedRead(t *testing.T) {
 	if n := reader.count("new message"); n != 1 {
 		t.Errorf("reader got the message %d times", n)
 	}
-	if !strings.Contains(bsrv.logs.String(), "caught up after a failed store read") {
-		t.Errorf("B did not log its catch-up:\n%s", bsrv.logs.String())
+	// The line follows the delivery: wait for it rather than race it.
+	for deadline := time.Now().Add(waitFor); !strings.Contains(bsrv.logs.String(), "caught up after a failed store read"); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("B did not log its catch-up:\n%s", bsrv.logs.String())
+		}
 	}
 }
 

@@ -7,7 +7,7 @@
 // CHATD_BIN, with a history of 20 so that "older pages" come quickly.
 'use strict';
 
-const { test, before, after } = require('node:test');
+const { test } = require('node:test');
 const assert = require('node:assert/strict');
 const h = require('./helpers');
 
@@ -15,27 +15,8 @@ const BIN = process.env.CHATD_BIN;
 const T = { timeout: 60000, skip: BIN ? false : 'CHATD_BIN not set' };
 const HISTORY = 20;
 
-let browser, srv;
-const opened = [];
-
-before(async () => {
-  if (!BIN) return;
-  srv = new h.OwnServer(BIN, { HISTORY_LIMIT: String(HISTORY), BCRYPT_COST: '4' });
-  await srv.start();
-  browser = await h.launch();
-});
-
-after(async () => {
-  for (const o of opened) await o.context.close().catch(() => {});
-  if (browser) await browser.close();
-  if (srv) await srv.close();
-});
-
-async function open(options) {
-  const o = await h.openPage(browser, options, srv.url + '/');
-  opened.push(o);
-  return o;
-}
+const room = h.ownServer(BIN, { HISTORY_LIMIT: String(HISTORY), BCRYPT_COST: '4' });
+const { open } = room;
 
 const beginning = (page) => page.locator('#messages .history-row').getByText('Beginning of history', { exact: true });
 
@@ -78,9 +59,9 @@ test('the first user of an empty room sees the beginning of the history', T, asy
 
 test('a page that was away while the room filled up does not claim the beginning too early', T, async () => {
   // An empty room again (a fresh store), seen by R.
-  await srv.stop();
-  srv.wipe();
-  await srv.start();
+  await room.srv.stop();
+  room.srv.wipe();
+  await room.srv.start();
   const R = await open();
   const { page, context } = R;
   const me = h.uniqueName('ria');
@@ -92,9 +73,9 @@ test('a page that was away while the room filled up does not claim the beginning
   // chat.test.js cuts a page off: its old session died with the server.)
   const socketIO = (url) => new URL(url).pathname === '/socket.io/';
   await context.route(socketIO, (route) => route.abort());
-  await srv.stop();
+  await room.srv.stop();
   await page.locator('#chat .status[data-state="reconnecting"]').waitFor();
-  await srv.start();
+  await room.srv.start();
   const S = await open();
   const writer = h.uniqueName('sol');
   const texts = Array.from({ length: HISTORY + 10 }, (_, i) => 'filled ' + String(i + 1).padStart(2, '0'));

@@ -245,6 +245,34 @@ class OwnServer {
   }
 }
 
+// ownServer is the set-up of a test file that runs a server of its own
+// (OwnServer from bin, with env) and one browser: it registers the file's
+// before and after hooks, which start both and then close every page
+// opened, the browser and the server. It returns the room: room.srv is the
+// server (to stop, wipe or restart it), room.open(options) opens a page on
+// it. Without bin nothing starts (the file's tests skip themselves).
+function ownServer(bin, env) {
+  const { before, after } = require('node:test');
+  const room = { srv: null, browser: null, opened: [] };
+  before(async () => {
+    if (!bin) return;
+    room.srv = new OwnServer(bin, env);
+    await room.srv.start();
+    room.browser = await launch();
+  });
+  after(async () => {
+    for (const o of room.opened) await o.context.close().catch(() => {});
+    if (room.browser) await room.browser.close();
+    if (room.srv) await room.srv.close();
+  });
+  room.open = async (options) => {
+    const o = await openPage(room.browser, options, room.srv.url + '/');
+    room.opened.push(o);
+    return o;
+  };
+  return room;
+}
+
 async function screenshot(page, name) {
   fs.mkdirSync(OUT_DIR, { recursive: true });
   const file = path.join(OUT_DIR, name + '.png');
@@ -255,5 +283,5 @@ async function screenshot(page, name) {
 module.exports = {
   BASE_URL, PASSWORD, launch, uniqueName, openPage, fillCard, showRegister, showLogin,
   register, login, send, onlineUser, message, confirmed, shownMessages, imageStats, looksStyled, screenshot,
-  pending, failed, storedSession, seedMessages, OwnServer,
+  pending, failed, storedSession, seedMessages, OwnServer, ownServer,
 };

@@ -5,34 +5,15 @@
 // Runs its own server from CHATD_BIN (run.sh sets it); skipped without one.
 'use strict';
 
-const { test, before, after } = require('node:test');
+const { test } = require('node:test');
 const assert = require('node:assert/strict');
 const h = require('./helpers');
 
 const BIN = process.env.CHATD_BIN;
 const T = { timeout: 60000, skip: BIN ? false : 'CHATD_BIN not set' };
 
-let browser, srv;
-const opened = [];
-
-before(async () => {
-  if (!BIN) return;
-  srv = new h.OwnServer(BIN);
-  await srv.start();
-  browser = await h.launch();
-});
-
-after(async () => {
-  for (const o of opened) await o.context.close().catch(() => {});
-  if (browser) await browser.close();
-  if (srv) await srv.close();
-});
-
-async function open(options) {
-  const o = await h.openPage(browser, options, srv.url + '/');
-  opened.push(o);
-  return o;
-}
+const room = h.ownServer(BIN);
+const { open } = room;
 
 test('after a server restart the page reconnects, still logged in, and sends what waited in the outbox', T, async () => {
   const me = h.uniqueName('fay');
@@ -46,7 +27,7 @@ test('after a server restart the page reconnects, still logged in, and sends wha
   await h.confirmed(page, 'before the restart', me).waitFor();
   await page.locator('#chat .status[data-state="connected"]').waitFor();
 
-  await srv.stop();
+  await room.srv.stop();
   await page.locator('#chat .status[data-state="reconnecting"]').waitFor();
   await page.locator('#chat .status').getByText(/Reconnecting \(attempt \d+\)/).first().waitFor();
   assert.equal(await page.isVisible('#chat'), true, 'the chat stays on screen');
@@ -74,7 +55,7 @@ test('after a server restart the page reconnects, still logged in, and sends wha
   await A.context.setOffline(false);
   await page.locator('#chat .status[data-state="reconnecting"]').waitFor();
 
-  await srv.start(); // same port, same SQLite file
+  await room.srv.start(); // same port, same SQLite file
   await page.locator('#chat .status[data-state="connected"]').waitFor({ timeout: 20000 });
   await h.onlineUser(page, me).waitFor({ timeout: 10000 });
   for (const t of texts) {
@@ -108,11 +89,11 @@ test('if the server no longer knows the session, the page asks to log in again',
   const o = await open();
   const { page } = o;
   await h.register(page, me);
-  await srv.stop();
+  await room.srv.stop();
   await page.locator('#chat .status[data-state="reconnecting"]').waitFor();
   // A backup whose database lacks the account: start on an empty store.
-  srv.wipe();
-  await srv.start();
+  room.srv.wipe();
+  await room.srv.start();
   await page.locator('#auth').waitFor({ state: 'visible', timeout: 20000 });
   assert.match(await page.textContent('#auth-notice'), /log in again/i);
   assert.equal(await page.inputValue('#username'), me, 'the name is filled in');
@@ -132,12 +113,12 @@ test('the sign-in card announces the connection: a polite status whose text foll
   assert.equal(await status.getAttribute('aria-live'), 'polite');
   assert.match(await page.locator('#auth').ariaSnapshot(), /- status: Connected/);
 
-  await srv.stop();
+  await room.srv.stop();
   await status.getByText(/^Reconnecting/).waitFor();
   assert.match(await page.locator('#auth').ariaSnapshot(), /- status: Reconnecting/);
   await h.screenshot(page, 'login-reconnecting');
 
-  await srv.start();
+  await room.srv.start();
   await status.getByText('Connected', { exact: true }).waitFor({ timeout: 20000 });
   assert.deepEqual(o.problems.dialogs, []);
   await o.context.close();

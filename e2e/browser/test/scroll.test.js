@@ -6,36 +6,19 @@
 // Runs its own server (a room of known content) from CHATD_BIN.
 'use strict';
 
-const { test, before, after } = require('node:test');
+const { test } = require('node:test');
 const assert = require('node:assert/strict');
 const h = require('./helpers');
 
 const BIN = process.env.CHATD_BIN;
 const T = { timeout: 60000, skip: BIN ? false : 'CHATD_BIN not set' };
 
-let browser, srv, A, B;
+let A, B;
 const alice = h.uniqueName('alice');
 const bob = h.uniqueName('bob');
-const opened = [];
 
-before(async () => {
-  if (!BIN) return;
-  srv = new h.OwnServer(BIN);
-  await srv.start();
-  browser = await h.launch();
-});
-
-after(async () => {
-  for (const o of opened) await o.context.close().catch(() => {});
-  if (browser) await browser.close();
-  if (srv) await srv.close();
-});
-
-async function open(options) {
-  const o = await h.openPage(browser, options, srv.url + '/');
-  opened.push(o);
-  return o;
-}
+const room = h.ownServer(BIN);
+const { open } = room;
 
 // gap is how far (px) the list is from its bottom.
 const gap = (page) => page.$eval('#messages', (e) => e.scrollHeight - e.scrollTop - e.clientHeight);
