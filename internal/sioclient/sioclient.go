@@ -70,6 +70,7 @@ type Conn struct {
 	nextAck uint64
 	acks    map[uint64]chan []any
 	err     error // why the connection ended; nil while open
+	closing bool  // Close was called: however it ends now, Err is ErrClosed
 
 	done chan struct{}
 
@@ -230,6 +231,11 @@ func (c *Conn) Done() <-chan struct{} { return c.done }
 // the reader goroutine to end. (Over polling, a request already sent may
 // outlive it: see Options.RequestTimeout.)
 func (c *Conn) Close() error {
+	c.mu.Lock()
+	c.closing = true
+	c.mu.Unlock()
+	// The server may answer the DISCONNECT by closing the session before
+	// the transport is closed here: that end is still ours (ErrClosed).
 	c.write("41")
 	c.tr.close()
 	<-c.done
@@ -240,7 +246,7 @@ func (c *Conn) read() {
 	var err error
 	defer func() {
 		c.mu.Lock()
-		if err == nil {
+		if err == nil || c.closing {
 			err = ErrClosed
 		}
 		c.err = err

@@ -6,6 +6,7 @@ package hostile
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -627,6 +628,23 @@ func (c *rawConn) send(frame string) error {
 	defer c.wmu.Unlock()
 	c.ws.SetWriteDeadline(time.Now().Add(10 * time.Second))
 	return c.ws.WriteMessage(websocket.TextMessage, []byte(frame))
+}
+
+// sendAll writes text frames back to back in one write(2), so that the
+// server reads them all at once, as fast as it can decode them.
+func (c *rawConn) sendAll(frames []string) error {
+	var buf bytes.Buffer
+	for _, f := range frames {
+		if err := writeFrame(&buf, websocket.TextMessage, true, []byte(f)); err != nil {
+			return err
+		}
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	conn := c.ws.UnderlyingConn()
+	conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	_, err := conn.Write(buf.Bytes())
+	return err
 }
 
 func (c *rawConn) sendBinary(b []byte) error {
