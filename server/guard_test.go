@@ -269,9 +269,9 @@ func TestMetrics(t *testing.T) {
 	}
 }
 
-// TestMalformedPollingPayloadClosesSession: the library ignores a malformed
-// payload posted over long-polling (see package pollfix); ours closes the
-// session, as the Engine.IO protocol requires.
+// TestMalformedPollingPayloadClosesSession: a malformed payload posted over
+// long-polling closes the session, as the Engine.IO protocol requires (the
+// library the server once ran on ignored it and kept the session).
 func TestMalformedPollingPayloadClosesSession(t *testing.T) {
 	e := startServer(t, server.Config{}, nil)
 	resp, err := http.Get(e.url + "/socket.io/?EIO=4&transport=polling")

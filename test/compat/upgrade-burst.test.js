@@ -1,8 +1,8 @@
 'use strict';
 // Bursts of stock clients that start on long-polling and upgrade, as every
 // page does, all at once. About one in a thousand such clients used to
-// stall: the server closed the session during the upgrade (a race between
-// two sends for one poll, see server/pollfix/upgrade.go), the client sat
+// stall on the library the server once ran on: it closed the session during
+// the upgrade (two sends racing for one poll), the client sat
 // with its polling paused and its next event unsent until its ping timeout
 // 8 s later. Every client here must finish its upgrade, or at least stay
 // usable, and no acknowledgement may take longer than a second.
