@@ -140,12 +140,7 @@ func chatdBinary(t *testing.T) string {
 			return
 		}
 		os.Chmod(chatd.dir, 0o755)
-		chatd.bin = filepath.Join(chatd.dir, "chatd")
-		build := exec.Command("go", "build", "-o", chatd.bin, ".")
-		build.Dir = repoRoot(t)
-		if out, err := build.CombinedOutput(); err != nil {
-			chatd.err = fmt.Errorf("go build: %v\n%s", err, out)
-		}
+		chatd.bin, chatd.err = testproc.BuildChatd(chatd.dir)
 	})
 	if chatd.err != nil {
 		t.Fatal(chatd.err)

@@ -50,20 +50,12 @@ type chatd struct {
 	http *http.Client
 }
 
-// buildServer compiles the chat server into dir. It is built without the
-// race detector: the hostile load opens thousands of connections, and a
-// race-instrumented binary dies above 8128 live goroutines.
+// buildServer compiles the chat server into dir (testproc.BuildChatd).
 func buildServer(t *testing.T, dir string) string {
 	t.Helper()
-	root, err := filepath.Abs("../..")
+	bin, err := testproc.BuildChatd(dir)
 	if err != nil {
 		t.Fatal(err)
-	}
-	bin := filepath.Join(dir, "chatd")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	return bin
 }

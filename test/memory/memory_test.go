@@ -80,15 +80,9 @@ type chatd struct {
 }
 
 func start(t *testing.T, dir string) *chatd {
-	root, err := filepath.Abs("../..")
+	bin, err := testproc.BuildChatd(dir)
 	if err != nil {
 		t.Fatal(err)
-	}
-	bin := filepath.Join(dir, "chatd")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	port := testproc.FreePort(t)
 	cmd := exec.Command(bin)
