@@ -21,9 +21,31 @@ import (
 var (
 	// ErrNotFound means the requested user does not exist.
 	ErrNotFound = errors.New("store: not found")
-	// ErrConflict means a unique value (a username) is already taken.
+	// ErrConflict means a unique value (a username, a room name) is
+	// already taken.
 	ErrConflict = errors.New("store: conflict")
+	// ErrForbidden means the caller may not do this to an existing thing:
+	// edit another user's message, join or leave a direct room, write to or
+	// read a room they are not a member of.
+	ErrForbidden = errors.New("store: forbidden")
+	// ErrInvalid means the input breaks a rule the store enforces (a room
+	// name's length, say). Such errors are *InvalidError values, whose
+	// Reason can be shown to the client as it is.
+	ErrInvalid = errors.New("store: invalid")
 )
+
+// InvalidError is input refused by a rule. Reason is written for the user
+// ("room name is longer than 64 characters") and never holds database text,
+// so a server can put it in an acknowledgement. errors.Is(err, ErrInvalid)
+// holds for every InvalidError.
+type InvalidError struct {
+	Reason string
+}
+
+func (e *InvalidError) Error() string { return "store: invalid: " + e.Reason }
+
+// Is makes errors.Is(err, ErrInvalid) true.
+func (e *InvalidError) Is(target error) bool { return target == ErrInvalid }
 
 // User is a registered account. PasswordHash is a bcrypt hash as the Node
 // server wrote it ($2a$/$2b$); it never leaves the server.
@@ -47,6 +69,17 @@ type Message struct {
 	// ClientID is the sender's idempotency key, empty when the client sent
 	// none. A (Username, ClientID) pair is stored at most once.
 	ClientID string
+	// RoomID is the room the message belongs to. Zero in a message given
+	// to AddMessage means General, so callers that predate rooms, and rows
+	// the Node server inserts without the column, land in general.
+	RoomID int64
+	// Edited is when the author last changed Content, zero if never.
+	Edited time.Time
+	// Deleted reports that the author deleted the message. The row stays
+	// (ids, paging and replies keep their places) but its Content is
+	// blanked, so the text is gone from history, search and from a Node
+	// server reading the same table.
+	Deleted bool
 }
 
 // Users stores accounts.
@@ -58,22 +91,33 @@ type Users interface {
 	User(ctx context.Context, username string) (User, error)
 }
 
-// Messages stores the chat history.
+// Messages stores the chat history. RecentMessages and MessagesBefore read
+// the room General only: they serve the seed's events, which know one room,
+// and must never show a private room's lines to whoever connects.
+// MessagesAfter reads every room, because the bus relay catches up on all
+// messages by id and decides per message who receives it.
 type Messages interface {
 	// AddMessage commits m and returns it with ID and Time set. When
 	// m.ClientID is not empty and the same user already stored a message
 	// with that ClientID, nothing is written and the earlier message is
 	// returned with created false, so a resend after a lost
 	// acknowledgement is neither lost nor doubled.
+	// AddMessage refuses a message to a room other than General with
+	// ErrNotFound when the room does not exist and ErrForbidden when
+	// m.Username is not a member.
 	AddMessage(ctx context.Context, m Message) (stored Message, created bool, err error)
-	// RecentMessages returns the newest limit messages, oldest first;
-	// limit <= 0 returns the whole history, as the seed did.
+	// RecentMessages returns the newest limit messages of General, oldest
+	// first; limit <= 0 returns the whole history, as the seed did.
+	// Deleted messages are included, marked Deleted with empty Content.
 	RecentMessages(ctx context.Context, limit int) ([]Message, error)
-	// MessagesBefore returns up to limit messages with ID < before, oldest
-	// first: the page that precedes what a client already shows.
+	// MessagesBefore returns up to limit messages of General with
+	// ID < before, oldest first: the page that precedes what a client
+	// already shows.
 	MessagesBefore(ctx context.Context, before int64, limit int) ([]Message, error)
-	// MessagesAfter returns up to limit messages with ID > after, oldest
-	// first: what a server missed while its bus connection was down.
+	// MessagesAfter returns up to limit messages of any room with
+	// ID > after, oldest first: what a server missed while its bus
+	// connection was down. Its result is for the server's own delivery,
+	// which must filter by RoomID; it is never a client's history.
 	MessagesAfter(ctx context.Context, after int64, limit int) ([]Message, error)
 }
 
@@ -122,6 +166,7 @@ type Store interface {
 	Messages
 	Sessions
 	Presence
+	Conversations
 	// Ping reports whether the database is reachable; /readyz uses it.
 	Ping(ctx context.Context) error
 }

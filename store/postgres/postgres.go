@@ -199,14 +199,22 @@ func (s *Store) User(ctx context.Context, username string) (store.User, error) {
 
 // AddMessage implements store.Messages.
 func (s *Store) AddMessage(ctx context.Context, m store.Message) (store.Message, bool, error) {
+	if m.RoomID == 0 {
+		m.RoomID = store.General
+	}
+	if m.RoomID != store.General {
+		if err := s.checkMember(ctx, s.db, m.RoomID, m.Username); err != nil {
+			return store.Message{}, false, err
+		}
+	}
 	var clientID sql.NullString
 	if m.ClientID != "" {
 		clientID = sql.NullString{String: m.ClientID, Valid: true}
 	}
 	err := s.db.QueryRowContext(ctx, `
-		INSERT INTO chat_history (content, username, client_id) VALUES ($1, $2, $3)
+		INSERT INTO chat_history (content, username, client_id, room_id) VALUES ($1, $2, $3, $4)
 		ON CONFLICT (username, client_id) WHERE client_id IS NOT NULL DO NOTHING
-		RETURNING id, created_at`, m.Content, m.Username, clientID).Scan(&m.ID, &m.Time)
+		RETURNING id, created_at`, m.Content, m.Username, clientID, m.RoomID).Scan(&m.ID, &m.Time)
 	if errors.Is(err, sql.ErrNoRows) {
 		prev, err := s.messageByClientID(ctx, m.Username, m.ClientID)
 		return prev, false, err
@@ -215,12 +223,13 @@ func (s *Store) AddMessage(ctx context.Context, m store.Message) (store.Message,
 		return store.Message{}, false, fmt.Errorf("postgres: add message: %w", err)
 	}
 	m.Time = m.Time.UTC()
+	m.Edited, m.Deleted = time.Time{}, false
 	return m, true, nil
 }
 
 func (s *Store) messageByClientID(ctx context.Context, username, clientID string) (store.Message, error) {
 	rows, err := s.db.QueryContext(ctx, `
-		SELECT id, content, username, created_at, client_id FROM chat_history
+		SELECT `+messageColumns+` FROM chat_history
 		WHERE username = $1 AND client_id = $2`, username, clientID)
 	if err != nil {
 		return store.Message{}, fmt.Errorf("postgres: message by client id: %w", err)
@@ -237,40 +246,50 @@ func (s *Store) messageByClientID(ctx context.Context, username, clientID string
 
 // RecentMessages implements store.Messages.
 func (s *Store) RecentMessages(ctx context.Context, limit int) ([]store.Message, error) {
+	return s.recent(ctx, store.General, limit)
+}
+
+// MessagesBefore implements store.Messages.
+func (s *Store) MessagesBefore(ctx context.Context, before int64, limit int) ([]store.Message, error) {
+	return s.before(ctx, store.General, before, limit)
+}
+
+func (s *Store) recent(ctx context.Context, room int64, limit int) ([]store.Message, error) {
 	var lim sql.NullInt64 // NULL means no limit
 	if limit > 0 {
 		lim = sql.NullInt64{Int64: int64(limit), Valid: true}
 	}
 	rows, err := s.db.QueryContext(ctx, `
-		SELECT id, content, username, created_at, client_id FROM (
-			SELECT id, content, username, created_at, client_id FROM chat_history
-			ORDER BY id DESC LIMIT $1
-		) AS recent ORDER BY id`, lim)
+		SELECT * FROM (
+			SELECT `+messageColumns+` FROM chat_history
+			WHERE room_id = $1 ORDER BY id DESC LIMIT $2
+		) AS recent ORDER BY id`, room, lim)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: recent messages: %w", err)
 	}
 	return scanMessages(rows)
 }
 
-// MessagesBefore implements store.Messages.
-func (s *Store) MessagesBefore(ctx context.Context, before int64, limit int) ([]store.Message, error) {
+func (s *Store) before(ctx context.Context, room, before int64, limit int) ([]store.Message, error) {
 	if limit <= 0 {
 		return []store.Message{}, nil
 	}
 	rows, err := s.db.QueryContext(ctx, `
-		SELECT id, content, username, created_at, client_id FROM (
-			SELECT id, content, username, created_at, client_id FROM chat_history
-			WHERE id < $1 ORDER BY id DESC LIMIT $2
-		) AS page ORDER BY id`, before, limit)
+		SELECT * FROM (
+			SELECT `+messageColumns+` FROM chat_history
+			WHERE room_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3
+		) AS page ORDER BY id`, room, before, limit)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: messages before: %w", err)
 	}
 	return scanMessages(rows)
 }
 
-// scanMessages reads rows of (id, content, username, created_at,
-// client_id). The seed's columns have no NOT NULL, so NULLs written by the
-// Node server read as empty strings.
+// messageColumns is what scanMessages reads, in its order.
+const messageColumns = `id, content, username, created_at, client_id, room_id, edited_at, deleted_at`
+
+// scanMessages reads rows of messageColumns. The seed's columns have no
+// NOT NULL, so NULLs written by the Node server read as empty strings.
 func scanMessages(rows *sql.Rows) ([]store.Message, error) {
 	defer rows.Close()
 	msgs := []store.Message{}
@@ -278,12 +297,17 @@ func scanMessages(rows *sql.Rows) ([]store.Message, error) {
 		var (
 			m                           store.Message
 			content, username, clientID sql.NullString
+			edited, deleted             sql.NullTime
 		)
-		if err := rows.Scan(&m.ID, &content, &username, &m.Time, &clientID); err != nil {
+		if err := rows.Scan(&m.ID, &content, &username, &m.Time, &clientID, &m.RoomID, &edited, &deleted); err != nil {
 			return nil, fmt.Errorf("postgres: scan message: %w", err)
 		}
 		m.Content, m.Username, m.ClientID = content.String, username.String, clientID.String
 		m.Time = m.Time.UTC()
+		if edited.Valid {
+			m.Edited = edited.Time.UTC()
+		}
+		m.Deleted = deleted.Valid
 		msgs = append(msgs, m)
 	}
 	if err := rows.Err(); err != nil {

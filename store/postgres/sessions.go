@@ -57,7 +57,7 @@ func (s *Store) MessagesAfter(ctx context.Context, after int64, limit int) ([]st
 		return []store.Message{}, nil
 	}
 	rows, err := s.db.QueryContext(ctx, `
-		SELECT id, content, username, created_at, client_id FROM chat_history
+		SELECT `+messageColumns+` FROM chat_history
 		WHERE id > $1 ORDER BY id LIMIT $2`, after, limit)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: messages after: %w", err)

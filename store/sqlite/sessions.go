@@ -56,7 +56,7 @@ func (s *Store) MessagesAfter(ctx context.Context, after int64, limit int) ([]st
 		return []store.Message{}, nil
 	}
 	rows, err := s.db.QueryContext(ctx, `
-		SELECT id, content, username, created_at, client_id FROM chat_history
+		SELECT `+messageColumns+` FROM chat_history
 		WHERE id > ? ORDER BY id LIMIT ?`, after, limit)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: messages after: %w", err)

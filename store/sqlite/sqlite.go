@@ -154,15 +154,23 @@ func (s *Store) User(ctx context.Context, username string) (store.User, error) {
 
 // AddMessage implements store.Messages.
 func (s *Store) AddMessage(ctx context.Context, m store.Message) (store.Message, bool, error) {
+	if m.RoomID == 0 {
+		m.RoomID = store.General
+	}
+	if m.RoomID != store.General {
+		if err := checkMember(ctx, s.db, m.RoomID, m.Username); err != nil {
+			return store.Message{}, false, err
+		}
+	}
 	var clientID sql.NullString
 	if m.ClientID != "" {
 		clientID = sql.NullString{String: m.ClientID, Valid: true}
 	}
 	var ms int64
 	err := s.db.QueryRowContext(ctx, `
-		INSERT INTO chat_history (content, username, client_id) VALUES (?, ?, ?)
+		INSERT INTO chat_history (content, username, client_id, room_id) VALUES (?, ?, ?, ?)
 		ON CONFLICT (username, client_id) WHERE client_id IS NOT NULL DO NOTHING
-		RETURNING id, created_at`, m.Content, m.Username, clientID).Scan(&m.ID, &ms)
+		RETURNING id, created_at`, m.Content, m.Username, clientID, m.RoomID).Scan(&m.ID, &ms)
 	if errors.Is(err, sql.ErrNoRows) {
 		// The same user already stored this ClientID: return that row.
 		prev, err := s.messageByClientID(ctx, m.Username, m.ClientID)
@@ -172,12 +180,13 @@ func (s *Store) AddMessage(ctx context.Context, m store.Message) (store.Message,
 		return store.Message{}, false, fmt.Errorf("sqlite: add message: %w", err)
 	}
 	m.Time = time.UnixMilli(ms).UTC()
+	m.Edited, m.Deleted = time.Time{}, false
 	return m, true, nil
 }
 
 func (s *Store) messageByClientID(ctx context.Context, username, clientID string) (store.Message, error) {
 	rows, err := s.db.QueryContext(ctx, `
-		SELECT id, content, username, created_at, client_id FROM chat_history
+		SELECT `+messageColumns+` FROM chat_history
 		WHERE username = ? AND client_id = ?`, username, clientID)
 	if err != nil {
 		return store.Message{}, fmt.Errorf("sqlite: message by client id: %w", err)
@@ -194,48 +203,65 @@ func (s *Store) messageByClientID(ctx context.Context, username, clientID string
 
 // RecentMessages implements store.Messages.
 func (s *Store) RecentMessages(ctx context.Context, limit int) ([]store.Message, error) {
+	return s.recent(ctx, store.General, limit)
+}
+
+// MessagesBefore implements store.Messages.
+func (s *Store) MessagesBefore(ctx context.Context, before int64, limit int) ([]store.Message, error) {
+	return s.before(ctx, store.General, before, limit)
+}
+
+func (s *Store) recent(ctx context.Context, room int64, limit int) ([]store.Message, error) {
 	if limit <= 0 {
 		limit = -1 // SQLite's "no limit"
 	}
 	rows, err := s.db.QueryContext(ctx, `
-		SELECT id, content, username, created_at, client_id FROM (
-			SELECT * FROM chat_history ORDER BY id DESC LIMIT ?
-		) ORDER BY id`, limit)
+		SELECT * FROM (
+			SELECT `+messageColumns+` FROM chat_history WHERE room_id = ? ORDER BY id DESC LIMIT ?
+		) ORDER BY id`, room, limit)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: recent messages: %w", err)
 	}
 	return scanMessages(rows)
 }
 
-// MessagesBefore implements store.Messages.
-func (s *Store) MessagesBefore(ctx context.Context, before int64, limit int) ([]store.Message, error) {
+func (s *Store) before(ctx context.Context, room, before int64, limit int) ([]store.Message, error) {
 	if limit <= 0 {
 		return []store.Message{}, nil
 	}
 	rows, err := s.db.QueryContext(ctx, `
-		SELECT id, content, username, created_at, client_id FROM (
-			SELECT * FROM chat_history WHERE id < ? ORDER BY id DESC LIMIT ?
-		) ORDER BY id`, before, limit)
+		SELECT * FROM (
+			SELECT `+messageColumns+` FROM chat_history
+			WHERE room_id = ? AND id < ? ORDER BY id DESC LIMIT ?
+		) ORDER BY id`, room, before, limit)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: messages before: %w", err)
 	}
 	return scanMessages(rows)
 }
 
+// messageColumns is what scanMessages reads, in its order.
+const messageColumns = `id, content, username, created_at, client_id, room_id, edited_at, deleted_at`
+
 func scanMessages(rows *sql.Rows) ([]store.Message, error) {
 	defer rows.Close()
 	msgs := []store.Message{}
 	for rows.Next() {
 		var (
-			m        store.Message
-			ms       int64
-			clientID sql.NullString
+			m               store.Message
+			ms              int64
+			clientID        sql.NullString
+			edited, deleted sql.NullInt64
 		)
-		if err := rows.Scan(&m.ID, &m.Content, &m.Username, &ms, &clientID); err != nil {
+		if err := rows.Scan(&m.ID, &m.Content, &m.Username, &ms, &clientID, &m.RoomID, &edited, &deleted); err != nil {
 			return nil, fmt.Errorf("sqlite: scan message: %w", err)
 		}
 		m.Time = time.UnixMilli(ms).UTC()
 		m.ClientID = clientID.String
+		if edited.Valid {
+			m.Edited = time.UnixMilli(edited.Int64).UTC()
+		}
+		m.Deleted = deleted.Valid
 		msgs = append(msgs, m)
 	}
 	if err := rows.Err(); err != nil {
