@@ -149,3 +149,68 @@ func TestConcurrentStartup(t *testing.T) {
 		}
 	}
 }
+
+// TestLegacyRowsBelongToGeneral: the rooms migration on a database the Node
+// server used puts every old row, and every row the Node server inserts
+// afterwards with its own INSERT, in general, where history and search find
+// them; it adds without rewriting the seed's table.
+func TestLegacyRowsBelongToGeneral(t *testing.T) {
+	dsn := testpg.New(t)
+	exec(t, dsn, nodeSchema...)
+	db, err := sql.Open("postgres", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	filenode := func() (n int64) {
+		t.Helper()
+		if err := db.QueryRow(`SELECT pg_relation_filenode('chat_history')`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	before := filenode()
+	s := open(t, dsn)
+	ctx := context.Background()
+	if after := filenode(); after != before {
+		t.Errorf("chat_history's file changed from %d to %d: a migration rewrote the seed's table", before, after)
+	}
+	exec(t, dsn, `INSERT INTO chat_history (content, username) VALUES ('node after rooms', 'minh')`)
+	msgs, err := s.RecentMessages(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(msgs) != 4 {
+		t.Fatalf("general holds %d messages, want the 4 the Node server wrote", len(msgs))
+	}
+	for _, m := range msgs {
+		if m.RoomID != store.General || m.Deleted || !m.Edited.IsZero() {
+			t.Errorf("legacy row %+v: want room General, not edited or deleted", m)
+		}
+	}
+	for _, q := range []string{"first", "node rooms"} {
+		found, err := s.SearchMessages(ctx, "anyone", q, 0, 10)
+		if err != nil || len(found) != 1 {
+			t.Errorf("SearchMessages(%q) over legacy rows = %+v, %v; want one", q, found, err)
+		}
+	}
+	// A row with the NULL content the Node server allowed can still be
+	// edited by its author.
+	var ghost int64
+	db.QueryRow(`SELECT id FROM chat_history WHERE username = 'ghost'`).Scan(&ghost)
+	if _, _, err := s.EditMessage(ctx, ghost, "ghost", "boo", ""); err != nil {
+		t.Errorf("the author of a NULL-content row editing it: %v", err)
+	}
+	// General is id 1 even though chat_rooms is new, and new rooms follow.
+	r, err := s.CreateRoom(ctx, "second room", "khang")
+	if err != nil || r.ID != 2 {
+		t.Errorf("first CreateRoom = %+v, %v; want id 2", r, err)
+	}
+	// A second start-up (the backup) applies nothing twice.
+	open(t, dsn)
+	var rooms int
+	db.QueryRow(`SELECT count(*) FROM chat_rooms WHERE name = 'general'`).Scan(&rooms)
+	if rooms != 1 {
+		t.Errorf("%d general rooms after a second start-up", rooms)
+	}
+}

@@ -44,6 +44,7 @@ func Run(t *testing.T, newStore NewFunc) {
 		{"Ping", testPing},
 		{"CanceledContext", testCanceledContext},
 	}
+	tests = append(tests, roomTests...)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			tt.fn(t, newStore(t))
