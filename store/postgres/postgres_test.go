@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"database/sql"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -213,4 +214,21 @@ func TestLegacyRowsBelongToGeneral(t *testing.T) {
 	if rooms != 1 {
 		t.Errorf("%d general rooms after a second start-up", rooms)
 	}
+}
+
+// BenchmarkSearch measures SearchMessages over CHAT_BENCH_MESSAGES seeded
+// messages (default 20,000), a tenth of them in a room the searcher is not
+// in. Results are in store/BENCH_SEARCH.md.
+func BenchmarkSearch(b *testing.B) {
+	n := storetest.BenchMessages(b)
+	dsn := testpg.New(b)
+	s := open(b, dsn)
+	exec(b, dsn,
+		`INSERT INTO user_table VALUES ('x', 'h'), ('y', 'h')`,
+		`INSERT INTO chat_rooms (id, name, kind, created_by, dm_a, dm_b) VALUES (2, '', 'direct', 'x', 'x', 'y')`,
+		`INSERT INTO chat_history (content, username, room_id)
+			SELECT `+storetest.SeedContent+`, 'u' || (i % 100), CASE WHEN i % 10 = 0 THEN 2 ELSE 1 END
+			FROM generate_series(1::bigint, `+strconv.Itoa(n)+`) AS i`,
+		`VACUUM ANALYZE chat_history`)
+	storetest.BenchSearch(b, s)
 }

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 
 	"github.com/chatd/chat/store"
@@ -97,4 +98,35 @@ func TestRoomsMigrationKeepsHistory(t *testing.T) {
 	if err != nil || len(found) != 2 {
 		t.Errorf("search over old rows = %+v, %v; want both (the FTS index is built from them)", found, err)
 	}
+}
+
+// BenchmarkSearch measures SearchMessages over CHAT_BENCH_MESSAGES seeded
+// messages (default 20,000), a tenth of them in a room the searcher is not
+// in. Results are in store/BENCH_SEARCH.md.
+func BenchmarkSearch(b *testing.B) {
+	n := storetest.BenchMessages(b)
+	path := filepath.Join(b.TempDir(), "bench.db")
+	s, err := sqlite.Open(context.Background(), path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	for _, q := range []string{
+		`INSERT INTO user_table VALUES ('x', 'h'), ('y', 'h')`,
+		`INSERT INTO chat_rooms (id, name, kind, created_by, dm_a, dm_b) VALUES (2, '', 'direct', 'x', 'x', 'y')`,
+		`WITH RECURSIVE seq(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM seq WHERE i < ` + strconv.Itoa(n) + `)
+		INSERT INTO chat_history (content, username, room_id)
+			SELECT ` + storetest.SeedContent + `, 'u' || (i % 100), CASE WHEN i % 10 = 0 THEN 2 ELSE 1 END FROM seq`,
+		`ANALYZE`,
+	} {
+		if _, err := db.Exec(q); err != nil {
+			b.Fatalf("%.50s: %v", q, err)
+		}
+	}
+	storetest.BenchSearch(b, s)
 }
