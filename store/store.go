@@ -19,7 +19,8 @@ import (
 // errors.Is; implementations translate their driver's errors into these and
 // wrap everything else with context.
 var (
-	// ErrNotFound means the requested user does not exist.
+	// ErrNotFound means the requested user, room or message does not
+	// exist (or, for a message, is one the caller may not know about).
 	ErrNotFound = errors.New("store: not found")
 	// ErrConflict means a unique value (a username, a room name) is
 	// already taken.
@@ -76,7 +77,7 @@ type Message struct {
 	// Edited is when the author last changed Content, zero if never.
 	Edited time.Time
 	// Deleted reports that the author deleted the message. The row stays
-	// (ids, paging and replies keep their places) but its Content is
+	// (ids and paging keep their places) but its Content is
 	// blanked, so the text is gone from history, search and from a Node
 	// server reading the same table.
 	Deleted bool

@@ -3,6 +3,7 @@ package storetest
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -899,6 +900,17 @@ func testSearchAnyString(t *testing.T, s store.Store) {
 		`'; DROP TABLE chat_history; --`, `hello & world | !x`, `<->`, `hello <-> world`, `:*`, `a:*`,
 		"\x00", "hello\x00world", "\xff\xfe", "héllo", "👋", "̈́", "日本語", strings.Repeat("a", 900),
 		strings.Repeat("hello ", 160), strings.Repeat(`" OR `, 190),
+	}
+	// And strings made at random from the characters search syntaxes use.
+	rng := rand.New(rand.NewPCG(11, 11))
+	alphabet := []string{`"`, `'`, `*`, `(`, `)`, `:`, `^`, `-`, `+`, `&`, `|`, `!`, `<`, `>`, `{`, `}`,
+		`\`, "\x00", "\xff", " ", "AND", "OR", "NOT", "NEAR", "hello", "é", "👋", "\u0301", "%", "_"}
+	for range 300 {
+		var b strings.Builder
+		for range 1 + rng.IntN(12) {
+			b.WriteString(alphabet[rng.IntN(len(alphabet))])
+		}
+		queries = append(queries, b.String())
 	}
 	for _, q := range queries {
 		got, err := s.SearchMessages(c, "alice", q, 0, 10)
