@@ -75,6 +75,7 @@ type config struct {
 	pingTimeout      time.Duration
 	bodyTimeout      time.Duration
 	writeTimeout     time.Duration
+	pollBatch        time.Duration
 	publicDir        string
 	sessionTTL       time.Duration
 	lameDuck         time.Duration
@@ -349,6 +350,9 @@ func newSettings(c *config) *settings {
 	s.add("write-timeout", "WRITE_TIMEOUT", "10s",
 		"a WebSocket client that takes no byte of what it is sent for this long is disconnected; negative disables",
 		"a duration like 10s, or negative to turn the timeout off", durationIn(&c.writeTimeout, nonZero))
+	s.add("poll-batch", "POLL_BATCH", "250ms",
+		"least time between two answers to one long-polling client while messages keep coming; negative answers each at once",
+		"a duration like 150ms, or negative to answer every message at once", durationIn(&c.pollBatch, nonZero))
 	s.add("max-conns-per-ip", "MAX_CONNS_PER_IP", "1000",
 		"concurrent connections per client address; negative disables",
 		"a whole number of connections, 1 or more, or negative to turn the limit off", intIn(&c.limits.ConnsPerIP, nonZero))
@@ -472,6 +476,7 @@ func run(args []string) error {
 		PingTimeout:       cfg.pingTimeout,
 		BodyTimeout:       cfg.bodyTimeout,
 		WriteTimeout:      cfg.writeTimeout,
+		PollBatch:         cfg.pollBatch,
 		SessionTTL:        cfg.sessionTTL,
 		Limits:            cfg.limits,
 		Bus:               b,
@@ -481,7 +486,13 @@ func run(args []string) error {
 		return err
 	}
 
-	ln, err := net.Listen("tcp", net.JoinHostPort(cfg.addr, strconv.Itoa(cfg.port)))
+	// No TCP keepalive on accepted connections: the Engine.IO heartbeat
+	// already finds a dead peer within PING_INTERVAL + PING_TIMEOUT, and
+	// the four setsockopt calls per accept were 8 % of the server's CPU
+	// behind a proxy that opens a connection per request (the seed
+	// report's nginx block; loadtest/RESULTS.md, pollnginx1000r20).
+	lc := net.ListenConfig{KeepAlive: -1}
+	ln, err := lc.Listen(ctx, "tcp", net.JoinHostPort(cfg.addr, strconv.Itoa(cfg.port)))
 	if err != nil {
 		srv.Close()
 		return err

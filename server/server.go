@@ -50,6 +50,10 @@ type Config struct {
 	// other than /socket.io/ (package timeouts); the engine keeps both
 	// whatever the setting.
 	BodyTimeout, WriteTimeout time.Duration
+	// PollBatch is the least time between two answers to one
+	// long-polling client while messages keep coming (engineio.Options
+	// says why). Default 250 ms; negative answers every message at once.
+	PollBatch time.Duration
 	// SessionTTL is how long a login token stays valid. Default 7 days.
 	SessionTTL time.Duration
 	// Bus connects this server to the others sharing its store. Nil means
@@ -185,6 +189,7 @@ func New(cfg Config, st store.Store, log *slog.Logger) (*Server, error) {
 			AllowEIO3:    true, // socket.io-client 2.x, as some seed deployments still ship
 			WriteTimeout: cfg.WriteTimeout,
 			PollTimeout:  cfg.BodyTimeout,
+			PollBatch:    cfg.PollBatch,
 			// Which origins may connect is decided before the engine
 			// (guard.checkOrigin, in Handler); here only who the peer is,
 			// kept as a few bytes instead of the request.

@@ -446,3 +446,37 @@ func TestPollBatch(t *testing.T) {
 		t.Errorf("after a quiet spell the answer took %s, want at once", d)
 	}
 }
+
+// TestPollBatchNeverHoldsPing: a ping that comes while messages are being
+// batched goes out at once, with them; held for PollBatch it would eat the
+// client's PingTimeout (with a batch longer than the timeout, every client
+// in a busy room would be dropped).
+func TestPollBatchNeverHoldsPing(t *testing.T) {
+	const batch = 2 * time.Second
+	ts := startServer(t, Options{PollBatch: batch, PingInterval: 300 * time.Millisecond, PingTimeout: time.Second})
+	sid := ts.handshake(t, 4)
+	s := ts.session(t)
+	q := "EIO=4&transport=polling&sid=" + sid
+
+	s.Send("first")
+	if _, body := ts.do(t, "GET", q, ""); body != "4first" {
+		t.Fatalf("first poll: %q", body)
+	}
+	s.Send("second") // held: the last answer went out just now
+	start := time.Now()
+	_, body := ts.do(t, "GET", q, "")
+	if want := "4second\x1e2"; body != want {
+		t.Fatalf("answer %q, want the held message and the ping: %q", body, want)
+	}
+	if d := time.Since(start); d > batch/2 {
+		t.Errorf("the ping's answer took %s, want about PingInterval, not PollBatch", d)
+	}
+	if code, _ := ts.do(t, "POST", q, "3"); code != 200 {
+		t.Fatalf("pong refused: %d", code)
+	}
+	select {
+	case reason := <-ts.rec.closed:
+		t.Fatalf("session closed (%s) although the pong came in time", reason)
+	case <-time.After(200 * time.Millisecond):
+	}
+}

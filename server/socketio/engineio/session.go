@@ -23,6 +23,7 @@ type Session struct {
 	upgrade   uint8      // upNone, upAttached, upProbed, upDone
 	awaitPong bool       // EIO4: a ping is out, due is its pong's deadline
 	posting   bool       // a POST is being read or processed
+	urgent    bool       // out holds a packet that is not a message (a ping): no batching
 	wsClosing bool       // a close frame is queued; close the conn once flushed
 	slow      bool       // cut off as a slow peer (for OnSlowPeer)
 	final     byte       // while closing: the packet the last poll gets after the queue
@@ -203,6 +204,9 @@ func (s *Session) enqueueLocked(pk packet) {
 	}
 	s.out = append(s.out, pk)
 	s.outBytes += pk.size()
+	if pk.typ != pktMessage {
+		s.urgent = true
+	}
 	if s.poll != nil && s.upgrade < upProbed {
 		s.answerPollSoonLocked()
 	}
@@ -211,11 +215,12 @@ func (s *Session) enqueueLocked(pk packet) {
 // answerPollSoonLocked answers the pending poll with the queue: at once,
 // or, when the last answer went out less than PollBatch ago, once PollBatch
 // has passed since it (Options.PollBatch says why). The held answer takes
-// whatever is queued when it goes.
+// whatever is queued when it goes. A ping is never held: the client has
+// only PingTimeout to answer it.
 func (s *Session) answerPollSoonLocked() {
 	w := s.poll
 	wait := time.Duration(s.answered + int64(s.srv.opts.PollBatch) - s.srv.wheel.nanos())
-	if s.answered == 0 || wait <= 0 {
+	if s.answered == 0 || wait <= 0 || s.urgent {
 		s.answerPollLocked(200, 0)
 		return
 	}
@@ -253,6 +258,7 @@ func (s *Session) answerPollLocked(status int, final byte) {
 		w.body = appendPayload(make([]byte, 0, s.outBytes+8*len(s.out)), int(s.proto), s.out)
 		clear(s.out)
 		s.out = s.out[:0]
+		s.urgent = false
 		if cap(s.out) > 16 {
 			s.out = nil
 		}
