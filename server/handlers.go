@@ -61,7 +61,7 @@ func (s *Server) onConnection(sock *socketio.Socket) {
 			c.logger().Error("loading history failed after retries: sending an empty one", "err", err)
 			history = []store.Message{}
 		}
-		sock.Emit("load all messages", wireMsgs(history))
+		sock.Emit("load all messages", wireMsgs(visible(history)))
 		c.goLive(history)
 		if token != "" {
 			s.resume(ctx, c, token)
@@ -361,15 +361,16 @@ func (s *Server) onOlder(c *conn, args []any, ack func(any)) {
 	// out what it was given live, and none of the page comes live after.
 	// An empty page tells the client there is nothing older, so a page
 	// emptied that way is followed by the next one down.
-	page := c.givePage(ms)
-	for tries := 0; len(page) == 0 && len(ms) > 0 && tries < 3; tries++ {
+	// Deleted messages are left out too (see visible), by the same loop.
+	page := visible(c.givePage(ms))
+	for tries := 0; len(page) == 0 && len(ms) > 0 && tries < 10; tries++ {
 		if ms, err = s.store.MessagesBefore(ctx, ms[0].ID, limit); err != nil {
 			s.met.storeErrors.WithLabelValues("older").Inc()
 			log.Error("reading older messages", "err", err)
 			ack(fail(msgUnavailable))
 			return
 		}
-		page = c.givePage(ms)
+		page = visible(c.givePage(ms))
 	}
 	ack(ok("messages", wireMsgs(page)))
 }

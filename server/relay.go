@@ -25,12 +25,26 @@ var closedCh = func() chan struct{} { c := make(chan struct{}); close(c); return
 // it was sent here (onSend) or on another server (the relay): each id at
 // most once per server, however often it is announced or resent. The
 // returned channel is closed once every socket has been handed m.
+//
+// Who may receive it is decided here and nowhere else: a message of
+// general goes to every socket as `new message`, as in the seed; a message
+// of any other room goes only to the sockets of that room's members. A
+// message deleted before it was delivered here (a catch-up reads it late)
+// goes to nobody: there is nothing left to show.
 func (s *Server) deliver(m store.Message) <-chan struct{} {
-	if !s.relay.markSeen(m.ID) {
+	if !s.relay.markSeen(m.ID) || m.Deleted {
+		return closedCh
+	}
+	if !isGeneral(m.RoomID) {
+		// No socket is in a room yet: nothing but general is delivered.
 		return closedCh
 	}
 	return s.hub.broadcast(m)
 }
+
+// isGeneral reports whether room is general: its id, or 0, which the store
+// reads as general.
+func isGeneral(room int64) bool { return room == store.General || room == 0 }
 
 // relay is the bus handler: a bus event names a message another server
 // stored; the relay reads it from the store and delivers it here. When the

@@ -220,14 +220,17 @@ func New(cfg Config, st store.Store, log *slog.Logger) (*Server, error) {
 	}, st, cfg.Bus, s.id, log)
 	s.relay = newRelay(s)
 	fctx, fcancel := context.WithTimeout(ctx, cfg.StoreTimeout)
-	newest, err := st.RecentMessages(fctx, 1)
+	// The newest id in any room: RecentMessages reads general only, and
+	// a floor below a room's newest message would make a catch-up deliver
+	// that room's older lines live.
+	newest, err := st.LatestMessageID(fctx)
 	fcancel()
 	if err != nil {
 		// Not fatal: the store may come up later (the server then runs
 		// degraded, see recentMessages); a catch-up then starts lower.
 		log.Warn("reading the newest message id at start-up", "err", err)
-	} else if len(newest) == 1 {
-		s.relay.setFloor(newest[0].ID)
+	} else {
+		s.relay.setFloor(newest)
 	}
 	if err := cfg.Bus.Subscribe(s.relay); err != nil {
 		cancel()

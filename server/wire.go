@@ -55,10 +55,42 @@ type wireMessage struct {
 	User string `json:"user"`
 	ID   int64  `json:"id"`
 	Time string `json:"time"`
+	// Edited is when the author last changed the text, left out if never.
+	Edited string `json:"edited,omitempty"`
 }
 
 func wireMsg(m store.Message) wireMessage {
-	return wireMessage{Msg: m.Content, User: m.Username, ID: m.ID, Time: m.Time.UTC().Format(time.RFC3339Nano)}
+	w := wireMessage{Msg: m.Content, User: m.Username, ID: m.ID, Time: wireTime(m.Time)}
+	if !m.Edited.IsZero() {
+		w.Edited = wireTime(m.Edited)
+	}
+	return w
+}
+
+func wireTime(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
+
+// visible returns ms without its deleted messages, for the seed's events
+// (`load all messages`, `load older messages`): a seed client knows no
+// deleted marker and would show an empty line from the author, so for it a
+// deleted message is simply gone. The ids still count as given (goLive and
+// givePage see the whole list), so nothing is sent twice.
+func visible(ms []store.Message) []store.Message {
+	n := 0
+	for _, m := range ms {
+		if !m.Deleted {
+			n++
+		}
+	}
+	if n == len(ms) {
+		return ms
+	}
+	out := make([]store.Message, 0, n)
+	for _, m := range ms {
+		if !m.Deleted {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 func wireMsgs(ms []store.Message) []wireMessage {
