@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/chatd/chat/bus"
+	"github.com/chatd/chat/internal/testpg"
 	"github.com/chatd/chat/server"
 	"github.com/chatd/chat/store"
 	"github.com/chatd/chat/store/sqlite"
@@ -103,6 +105,285 @@ func TestSeedEventsAreGeneralOnly(t *testing.T) {
 	for _, ev := range c.snapshot() {
 		if ev.name == "new message" && !msgIs("general live", "alice")(ev.args) {
 			t.Errorf("seed client got %v", ev.args)
+		}
+	}
+}
+
+// user connects a client to e, registers name (unless taken) and logs in.
+func (e *env) user(t testing.TB, name string) *tclient {
+	t.Helper()
+	c := e.connect(t, name, "websocket")
+	c.waitEvent("load all messages", nil)
+	c.call("register", creds(name, "pw"))
+	wantAck(t, "login "+name, c.call("login", creds(name, "pw")), success)
+	return c
+}
+
+func refusal(text string) map[string]any { return map[string]any{"success": false, "message": text} }
+
+const noRoom = "No such room, or you are not a member of it"
+
+// roomIDOf returns the room id in a create/join answer.
+func roomIDOf(t testing.TB, ack map[string]any) float64 {
+	t.Helper()
+	r, _ := ack["room"].(map[string]any)
+	id, _ := r["id"].(float64)
+	if id <= 0 {
+		t.Fatalf("answer %v carries no room id", ack)
+	}
+	return id
+}
+
+// roomMsgIs matches a `room message` of text in room.
+func roomMsgIs(room float64, text string) func([]any) bool {
+	return func(args []any) bool {
+		if len(args) == 0 {
+			return false
+		}
+		m, _ := args[0].(map[string]any)
+		return m["msg"] == text && m["room"] == room
+	}
+}
+
+// gotText reports whether c received an event named name whose msg is text.
+func gotText(c *tclient, name, text string) bool {
+	for _, ev := range c.snapshot() {
+		if ev.name != name || len(ev.args) == 0 {
+			continue
+		}
+		if m, _ := ev.args[0].(map[string]any); m["msg"] == text {
+			return true
+		}
+	}
+	return false
+}
+
+// fence sends a general message from c and waits until every client in
+// watchers has it: whatever was delivered before it, on the same path,
+// has arrived too.
+func fence(t testing.TB, from *tclient, text string, watchers ...*tclient) {
+	t.Helper()
+	wantAck(t, "fence", from.call("send message", text), success)
+	for _, w := range watchers {
+		w.waitEvent("new message", func(args []any) bool {
+			m, _ := args[0].(map[string]any)
+			return m["msg"] == text
+		})
+	}
+}
+
+func TestRooms(t *testing.T) {
+	testRooms(t, startServer(t, server.Config{}, nil))
+}
+
+func testRooms(t *testing.T, e *env) {
+	alice, bob, carol := e.user(t, "alice"), e.user(t, "bob"), e.user(t, "carol")
+	anon := e.connect(t, "anon", "websocket")
+	anon.waitEvent("load all messages", nil)
+
+	// Names: the store's rule, unique without regard to case.
+	created := alice.call("create room", map[string]any{"name": "  Gophers "})
+	wantAck(t, "create", created, success)
+	room := roomIDOf(t, created)
+	if r := created["room"].(map[string]any); r["name"] != "Gophers" || r["kind"] != "public" {
+		t.Errorf("created room = %v", r)
+	}
+	for _, tc := range []struct {
+		name string
+		arg  any
+		want string
+	}{
+		{"taken, other case", map[string]any{"name": "gOPHERS"}, "A room with that name already exists"},
+		{"empty", map[string]any{"name": "   "}, "Room name is empty"},
+		{"too long", map[string]any{"name": strings.Repeat("é", 65)}, "Room name is longer than 64 characters"},
+		{"control", map[string]any{"name": "a\nb"}, "Room name contains a control character"},
+		{"not text", map[string]any{"name": 5}, "Expected {name: room name}"},
+		{"no object", "Gophers2", "Expected {name: room name}"},
+	} {
+		wantAck(t, "create: "+tc.name, alice.call("create room", tc.arg), refusal(tc.want))
+	}
+	wantAck(t, "create anonymously", anon.call("create room", map[string]any{"name": "x"}), refusal("Not logged in"))
+
+	wantAck(t, "bob joins", bob.call("join room", map[string]any{"room": room}), success)
+	wantAck(t, "join unknown", bob.call("join room", map[string]any{"room": 999999}), refusal(noRoom))
+	wantAck(t, "join bad", bob.call("join room", map[string]any{"room": "1"}), refusal("Expected {room: room id}"))
+
+	sent := alice.call("send room message", map[string]any{"room": room, "msg": "hello gophers", "id": "k1"})
+	wantAck(t, "send to room", sent, map[string]any{"success": true, "room": room})
+	alice.waitEvent("room message", roomMsgIs(room, "hello gophers"))
+	bob.waitEvent("room message", roomMsgIs(room, "hello gophers"))
+	again := alice.call("send room message", map[string]any{"room": room, "msg": "hello gophers", "id": "k1"})
+	wantAck(t, "resend", again, map[string]any{"success": true, "id": sent["id"]})
+	wantAck(t, "carol sends to a room she is not in", carol.call("send room message", map[string]any{"room": room, "msg": "let me in"}), refusal(noRoom))
+	wantAck(t, "send to unknown room", alice.call("send room message", map[string]any{"room": 424242, "msg": "x"}), refusal(noRoom))
+	wantAck(t, "send blank", alice.call("send room message", map[string]any{"room": room, "msg": "  "}), refusal("Message must not be empty"))
+	wantAck(t, "send overlong", alice.call("send room message", map[string]any{"room": room, "msg": strings.Repeat("x", 2001)}), refusal("Message is 2001 characters; the limit is 2000"))
+
+	// History and paging: members only.
+	for i := range 5 {
+		wantAck(t, "send", alice.call("send room message", map[string]any{"room": room, "msg": fmt.Sprint("line ", i)}), success)
+	}
+	hist := bob.call("room history", map[string]any{"room": room, "limit": 3})
+	wantAck(t, "history", hist, success)
+	if got := historyTexts(hist["messages"]); fmt.Sprint(got) != "[line 2 line 3 line 4]" {
+		t.Errorf("history = %q", got)
+	}
+	first := hist["messages"].([]any)[0].(map[string]any)["id"]
+	older := bob.call("room history", map[string]any{"room": room, "before": first, "limit": 3})
+	if got := historyTexts(older["messages"]); fmt.Sprint(got) != "[hello gophers line 0 line 1]" {
+		t.Errorf("older page = %q", got)
+	}
+	wantAck(t, "carol reads", carol.call("room history", map[string]any{"room": room}), refusal(noRoom))
+	wantAck(t, "anon reads", anon.call("room history", map[string]any{"room": room}), refusal(noRoom))
+	wantAck(t, "anyone reads general", anon.call("room history", map[string]any{"room": 1}), success)
+
+	// Leaving stops delivery at once.
+	wantAck(t, "bob leaves", bob.call("leave room", map[string]any{"room": room}), success)
+	wantAck(t, "send after leave", alice.call("send room message", map[string]any{"room": room, "msg": "bob is gone"}), success)
+	wantAck(t, "leave general", bob.call("leave room", map[string]any{"room": 1}), refusal("You cannot leave this room"))
+	fence(t, alice, "fence 1", alice, bob, carol, anon)
+	if gotText(bob, "room message", "bob is gone") {
+		t.Error("bob got a room message after leaving")
+	}
+
+	// The list: public rooms for everyone, membership and unread counts.
+	list := bob.call("list rooms")
+	wantAck(t, "list", list, success)
+	var sawRoom, sawGeneral bool
+	for _, it := range list["rooms"].([]any) {
+		r := it.(map[string]any)
+		switch r["id"] {
+		case float64(1):
+			sawGeneral = r["member"] == true
+		case room:
+			sawRoom = r["member"] == false
+		}
+	}
+	if !sawRoom || !sawGeneral {
+		t.Errorf("bob's list %v: want general (member) and Gophers (not a member)", list["rooms"])
+	}
+
+	// Nobody outside the room saw a line of it, and `new message` never
+	// carried one.
+	for _, c := range []*tclient{carol, anon, alice, bob} {
+		for _, ev := range c.snapshot() {
+			if ev.name == "new message" && strings.Contains(fmt.Sprint(ev.args), "line") {
+				t.Errorf("%s: new message carried a room's line: %v", c.name, ev.args)
+			}
+			if (c == carol || c == anon) && ev.name == "room message" {
+				t.Errorf("%s received %v", c.name, ev.args)
+			}
+		}
+	}
+}
+
+func TestDirectMessages(t *testing.T) {
+	testDirectMessages(t, startServer(t, server.Config{}, nil))
+}
+
+func testDirectMessages(t *testing.T, e *env) {
+	alice, bob, carol := e.user(t, "dm_alice"), e.user(t, "dm_bob"), e.user(t, "dm_carol")
+	sent := alice.call("send direct message", map[string]any{"to": "dm_bob", "msg": "psst"})
+	wantAck(t, "dm", sent, map[string]any{"success": true, "peer": "dm_bob"})
+	room, _ := sent["room"].(float64)
+	if room <= 1 {
+		t.Fatalf("dm answer %v: want the direct room's id", sent)
+	}
+	bob.waitEvent("room message", roomMsgIs(room, "psst"))
+	alice.waitEvent("room message", roomMsgIs(room, "psst"))
+	bob.waitEvent("rooms changed", nil)
+	// The same room the next time, and from the other side.
+	wantAck(t, "dm again", alice.call("send direct message", map[string]any{"to": "dm_bob", "msg": "still there?"}), map[string]any{"success": true, "room": room})
+	wantAck(t, "reply", bob.call("send room message", map[string]any{"room": room, "msg": "yes"}), success)
+	alice.waitEvent("room message", roomMsgIs(room, "yes"))
+
+	wantAck(t, "dm nobody", alice.call("send direct message", map[string]any{"to": "nobody_here", "msg": "hi"}), refusal("No such user"))
+	wantAck(t, "dm self", alice.call("send direct message", map[string]any{"to": "dm_alice", "msg": "hi"}), refusal("You cannot send a direct message to yourself"))
+	wantAck(t, "dm bad", alice.call("send direct message", map[string]any{"to": 7, "msg": "hi"}), refusal("Expected {to: username, msg: text, id?: resend key}"))
+	wantAck(t, "carol joins the dm", carol.call("join room", map[string]any{"room": room}), refusal(noRoom))
+	wantAck(t, "carol leaves the dm", carol.call("leave room", map[string]any{"room": room}), refusal(noRoom))
+	wantAck(t, "bob leaves the dm", bob.call("leave room", map[string]any{"room": room}), refusal("You cannot leave this room"))
+
+	list := bob.call("list rooms")
+	found := false
+	for _, it := range list["rooms"].([]any) {
+		r := it.(map[string]any)
+		if r["id"] == room {
+			found = r["kind"] == "direct" && r["peer"] == "dm_alice" && r["member"] == true
+		}
+	}
+	if !found {
+		t.Errorf("bob's list %v lacks the direct room with dm_alice", list["rooms"])
+	}
+	fence(t, alice, "dm fence", carol)
+	if n := carol.count("room message"); n != 0 {
+		t.Errorf("carol received %d room messages of others' direct room", n)
+	}
+}
+
+// TestRoomsAcrossServers: two servers on one store and one bus. Joins,
+// leaves and new direct rooms made through one server change what the
+// other delivers to its sockets of that user, at once.
+func TestRoomsAcrossServers(t *testing.T) {
+	testRoomsAcrossServers(t, openSQLite(t))
+}
+
+func TestRoomsAcrossServersOnPostgres(t *testing.T) {
+	st := openPostgres(t, testpg.New(t))
+	testRoomsAcrossServers(t, st)
+	t.Run("Rooms", func(t *testing.T) { testRooms(t, startServer(t, server.Config{}, st)) })
+	t.Run("DirectMessages", func(t *testing.T) { testDirectMessages(t, startServer(t, server.Config{}, st)) })
+}
+
+func testRoomsAcrossServers(t *testing.T, st store.Store) {
+	b := &memBus{}
+	a := startServer(t, server.Config{Bus: b, ServerID: "A"}, st)
+	bs := startServer(t, server.Config{Bus: b, ServerID: "B"}, st)
+	alice := a.user(t, "x_alice")
+	bobB := bs.user(t, "x_bob")
+	bobA := a.user(t, "x_bob") // bob's second tab, on the other server
+	carolB := bs.user(t, "x_carol")
+
+	room := roomIDOf(t, alice.call("create room", map[string]any{"name": "across"}))
+	wantAck(t, "bob joins on B", bobB.call("join room", map[string]any{"room": room}), success)
+	wantAck(t, "send on A", alice.call("send room message", map[string]any{"room": room, "msg": "to both tabs"}), success)
+	bobB.waitEvent("room message", roomMsgIs(room, "to both tabs"))
+	bobA.waitEvent("room message", roomMsgIs(room, "to both tabs"))
+	bobA.waitEvent("rooms changed", nil) // joined through the other server
+
+	changes := bobA.count("rooms changed")
+	wantAck(t, "bob leaves on B", bobB.call("leave room", map[string]any{"room": room}), success)
+	// A applies the leave when its notice arrives (bobA hears `rooms
+	// changed`); from then on it gives bob's sockets nothing of the room.
+	// (Before that, within the bus's latency, a line sent through A may
+	// still reach them: see docs/protocol.md.)
+	waitCount(t, bobA, "rooms changed", changes+1)
+	wantAck(t, "send after leave", alice.call("send room message", map[string]any{"room": room, "msg": "after the leave"}), success)
+	fence(t, alice, "across fence", bobA, bobB, carolB)
+	for _, c := range []*tclient{bobA, bobB, carolB} {
+		if gotText(c, "room message", "after the leave") {
+			t.Errorf("%s got a message of a room its user left", c.name)
+		}
+	}
+
+	// A direct room made on A reaches its peer on B with its first line.
+	dm := alice.call("send direct message", map[string]any{"to": "x_carol", "msg": "first words"})
+	wantAck(t, "dm across", dm, success)
+	carolB.waitEvent("room message", roomMsgIs(dm["room"].(float64), "first words"))
+	fence(t, alice, "dm across fence", bobA, bobB)
+	for _, c := range []*tclient{bobA, bobB} {
+		if gotText(c, "room message", "first words") {
+			t.Errorf("%s got others' direct message", c.name)
+		}
+	}
+}
+
+// waitCount waits until c has received n events named name.
+func waitCount(t testing.TB, c *tclient, name string, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(waitFor); c.count(name) < n; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %d %q events within %v, want %d", c.name, c.count(name), name, waitFor, n)
 		}
 	}
 }

@@ -24,7 +24,7 @@ func (s *Server) onConnection(sock *socketio.Socket) {
 		sock.Disconnect()
 		return
 	}
-	c := &conn{sock: sock, sid: sock.ID(), base: s.log, peer: pr, capped: capped}
+	c := &conn{sock: sock, sid: sock.ID(), base: s.log, peer: pr, capped: capped, rooms: s.members}
 	s.hub.join(c)
 
 	on := func(event string, h func(c *conn, args []any, ack func(any))) {
@@ -35,6 +35,7 @@ func (s *Server) onConnection(sock *socketio.Socket) {
 	on("logout", s.onLogout)
 	on("send message", s.onSend)
 	on("load older messages", s.onOlder)
+	s.onConversations(on)
 	sock.OnDisconnect(func(reason string) {
 		if capped {
 			s.guard.conns.Release(pr.key)
@@ -108,6 +109,7 @@ func (s *Server) resume(ctx context.Context, c *conn, token string) {
 	if _, bound := c.bind(s.online, user, hash); !bound {
 		return
 	}
+	s.loadRooms(ctx, c, user)
 	log.Info("resumed session", "user", user)
 	sock.Emit("session", map[string]any{"username": user})
 }
@@ -237,6 +239,9 @@ func (s *Server) onLogin(c *conn, args []any, ack func(any)) {
 	if !bound {
 		return // the socket left while the password was checked
 	}
+	// The user's rooms are known before the answer: a message to one of
+	// them stored after the client hears `success` reaches this socket.
+	s.loadRooms(sctx, c, username)
 	if err := s.online.waitSent(s.ctx, v); err != nil {
 		return
 	}

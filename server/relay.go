@@ -35,11 +35,24 @@ func (s *Server) deliver(m store.Message) <-chan struct{} {
 	if !s.relay.markSeen(m.ID) || m.Deleted {
 		return closedCh
 	}
-	if !isGeneral(m.RoomID) {
-		// No socket is in a room yet: nothing but general is delivered.
+	if isGeneral(m.RoomID) {
+		return s.hub.broadcast(m)
+	}
+	return s.toRoom(m.RoomID, m.ID, roomEventText("room message", m))
+}
+
+// toRoom queues an event for the local sockets of room's members (see
+// memberships), in order with every other delivery; id is the message id
+// for new messages (given once per socket), 0 otherwise.
+func (s *Server) toRoom(room, id int64, text string) <-chan struct{} {
+	if isGeneral(room) {
+		return s.hub.enqueue(queued{id: id, text: text})
+	}
+	to := s.members.recipients(room)
+	if len(to) == 0 {
 		return closedCh
 	}
-	return s.hub.broadcast(m)
+	return s.hub.enqueue(queued{id: id, text: text, to: to})
 }
 
 // isGeneral reports whether room is general: its id, or 0, which the store
@@ -104,6 +117,16 @@ func (r *relay) HandleEvent(e bus.Event) {
 	switch e.Kind {
 	case bus.KindPresence:
 		r.s.online.signal()
+	case bus.KindMember:
+		if e.User != "" && e.Room > 0 {
+			r.s.members.notice(e.User, e.Room, e.Left)
+		}
+	case bus.KindEdit:
+		r.s.relayEdit(e.ID)
+	case bus.KindTyping:
+		if e.User != "" && e.Room > 0 {
+			r.s.deliverTyping(e.Room, e.User)
+		}
 	case bus.KindMessage:
 		if r.seenAlready(e.ID) {
 			// Announced again (a resend): delivered here already.
@@ -206,6 +229,9 @@ func (r *relay) setFloor(id int64) {
 // Resync implements bus.Handler: after the bus reconnected, deliver what
 // other servers stored meanwhile, and refresh the online list.
 func (r *relay) Resync() {
+	// Membership first: a leave announced while the bus was down must
+	// hold before the catch-up delivers what the room said meanwhile.
+	r.s.members.reloadAll(r.s.ctx, r.s.cfg.StoreTimeout)
 	r.mu.Lock()
 	from := max(r.high-seenWindow, r.floor)
 	r.mu.Unlock()

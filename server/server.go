@@ -133,6 +133,13 @@ type Server struct {
 	met      *metrics
 	hub      *hub
 	online   *online
+	// members knows which rooms the local users are in: who a room's
+	// messages go to (deliver).
+	members *memberships
+	// typing throttles typing notices per user and room.
+	typing *typingThrottle
+	// announced: direct rooms whose members this server announced.
+	announced announcedSet
 
 	// bcryptSlots bounds how many bcrypt computations run at once (one per
 	// core). A burst of 450 registrations otherwise starts 450 hashes that
@@ -219,6 +226,9 @@ func New(cfg Config, st store.Store, log *slog.Logger) (*Server, error) {
 		s.io.Emit("get users", users)
 	}, st, cfg.Bus, s.id, log)
 	s.relay = newRelay(s)
+	s.members = newMemberships(st, log)
+	s.members.changed = s.roomsChanged
+	s.typing = newTypingThrottle(typingEvery)
 	fctx, fcancel := context.WithTimeout(ctx, cfg.StoreTimeout)
 	// The newest id in any room: RecentMessages reads general only, and
 	// a floor below a room's newest message would make a catch-up deliver
@@ -241,6 +251,7 @@ func New(cfg Config, st store.Store, log *slog.Logger) (*Server, error) {
 		defer s.wg.Done()
 		s.online.run(ctx)
 	}()
+	s.wg.Go(func() { s.members.run(ctx, cfg.StoreTimeout) })
 	return s, nil
 }
 

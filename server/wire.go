@@ -198,29 +198,48 @@ func outgoing(args []any, maxLen int) (text, clientID string, err error) {
 	if !isText {
 		return "", "", inputErr(msgMessageNotText)
 	}
-	if !utf8.ValidString(text) {
-		return "", "", inputErr("Message must be valid UTF-8 text")
-	}
-	if isBlank(text) {
-		return "", "", inputErr(msgMessageEmpty)
-	}
-	if n := utf8.RuneCountInString(text); n > maxLen {
-		return "", "", inputErr(fmt.Sprintf("Message is %d characters; the limit is %d", n, maxLen))
+	if err := checkText(text, maxLen); err != nil {
+		return "", "", err
 	}
 	if len(args) > 1 && args[1] != nil {
 		opts, isObj := args[1].(map[string]any)
 		if !isObj {
 			return "", "", inputErr(msgBadClientID)
 		}
-		if raw, has := opts["id"]; has && raw != nil {
-			id, isStr := raw.(string)
-			if !isStr || id == "" || utf8.RuneCountInString(id) > maxClientIDLen || !utf8.ValidString(id) {
-				return "", "", inputErr(msgBadClientID)
-			}
-			clientID = id
+		if clientID, err = clientIDOf(opts); err != nil {
+			return "", "", err
 		}
 	}
 	return text, clientID, nil
+}
+
+// checkText is the rule for a message's text, sent or edited: valid
+// UTF-8, not blank, at most maxLen characters.
+func checkText(text string, maxLen int) error {
+	if !utf8.ValidString(text) {
+		return inputErr("Message must be valid UTF-8 text")
+	}
+	if isBlank(text) {
+		return inputErr(msgMessageEmpty)
+	}
+	if n := utf8.RuneCountInString(text); n > maxLen {
+		return inputErr(fmt.Sprintf("Message is %d characters; the limit is %d", n, maxLen))
+	}
+	return nil
+}
+
+// clientIDOf reads the optional resend key `id` of obj: absent or null is
+// none, anything but a string of 1 to 128 characters is refused.
+func clientIDOf(obj map[string]any) (string, error) {
+	raw, has := obj["id"]
+	if !has || raw == nil {
+		return "", nil
+	}
+	id, isStr := raw.(string)
+	if !isStr || id == "" || utf8.RuneCountInString(id) > maxClientIDLen || !utf8.ValidString(id) {
+		return "", inputErr(msgBadClientID)
+	}
+	return id, nil
 }
 
 func isBlank(s string) bool {
