@@ -413,7 +413,7 @@ func (s *Server) onRoomHistory(c *conn, args []any, ack func(any)) {
 	const event = "room history"
 	obj, isObj := objectArg(args)
 	room, okRoom := idField(obj, "room")
-	before, okBefore := optIDField(obj, "before")
+	before, okBefore := beforeField(obj)
 	limit, okLimit := limitField(obj)
 	if !isObj || !okRoom || !okBefore || !okLimit {
 		s.refuse(c, event, msgBadRoomPage, ack)
@@ -440,7 +440,10 @@ func (s *Server) onRoomHistory(c *conn, args []any, ack func(any)) {
 // editArgs reads {message, id?} and, when withText, msg.
 func (s *Server) editArgs(args []any, withText bool, bad string) (id int64, text, clientID string, err error) {
 	obj, isObj := objectArg(args)
-	id, isID := idField(obj, "message")
+	id, isID, tooBig := messageField(obj, "message")
+	if tooBig {
+		return 0, "", "", inputErr(msgNoMessage)
+	}
 	if !isObj || !isID {
 		return 0, "", "", inputErr(bad)
 	}
@@ -624,7 +627,7 @@ func (s *Server) onSearch(c *conn, args []any, ack func(any)) {
 	const event = "search"
 	obj, isObj := objectArg(args)
 	q, isText := obj["q"].(string)
-	before, okBefore := optIDField(obj, "before")
+	before, okBefore := beforeField(obj)
 	limit, okLimit := limitField(obj)
 	if !isObj || !isText || !okBefore || !okLimit {
 		s.refuse(c, event, msgBadSearch, ack)
@@ -654,7 +657,7 @@ func (s *Server) onMarkRead(c *conn, args []any, ack func(any)) {
 	}
 	obj, isObj := objectArg(args)
 	room, okRoom := idField(obj, "room")
-	msg, okMsg := idField(obj, "message")
+	msg, okMsg, _ := messageField(obj, "message")
 	if !isObj || !okRoom || !okMsg {
 		s.refuse(c, event, msgBadMark, ack)
 		return

@@ -115,12 +115,34 @@ func idField(obj map[string]any, key string) (int64, bool) {
 	return int64(f), true
 }
 
+// maxMessageID is the highest id a message can have: chat_history.id is
+// the seed's serial, a 32-bit integer, and PostgreSQL refuses to compare
+// it with a larger number (an error, not an empty answer).
+const maxMessageID = 1<<31 - 1
+
 // optIDField is idField for an optional field: absent or null gives 0.
 func optIDField(obj map[string]any, key string) (int64, bool) {
 	if raw, has := obj[key]; !has || raw == nil {
 		return 0, true
 	}
 	return idField(obj, key)
+}
+
+// beforeField reads the optional paging bound obj["before"]: 0 when
+// absent, and a bound above every possible id when larger.
+func beforeField(obj map[string]any) (int64, bool) {
+	before, ok := optIDField(obj, "before")
+	return min(before, maxMessageID), ok
+}
+
+// messageField reads obj[key] as a message id; one above every
+// possible id is no message, and reported as not ok with known true.
+func messageField(obj map[string]any, key string) (id int64, ok, tooBig bool) {
+	id, ok = idField(obj, key)
+	if ok && id > maxMessageID {
+		return 0, false, true
+	}
+	return id, ok, false
 }
 
 // limitField reads the optional page size obj["limit"], 1 to maxPage,

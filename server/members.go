@@ -51,6 +51,9 @@ type userRooms struct {
 	conns map[*conn]struct{}
 	rooms map[int64]struct{}
 	gen   uint64
+	// loaded: the rooms were read once; changes after that are news
+	// for the sockets (rooms changed), the first reading is not.
+	loaded bool
 }
 
 func newMemberships(st store.Rooms, log *slog.Logger) *memberships {
@@ -303,7 +306,9 @@ func (ms *memberships) install(user string, gen uint64, rooms map[int64]struct{}
 		}
 	}
 	u.rooms = rooms
-	if same {
+	first := !u.loaded
+	u.loaded = true
+	if same || first {
 		return true, nil
 	}
 	conns := make([]*conn, 0, len(u.conns))

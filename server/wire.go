@@ -320,5 +320,6 @@ func pageArgs(args []any) (before int64, limit int, err error) {
 		}
 		limit = int(l)
 	}
-	return int64(b), limit, nil
+	// Above every possible id (see maxMessageID) means "from the newest".
+	return min(int64(b), maxMessageID), limit, nil
 }
