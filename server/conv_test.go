@@ -387,3 +387,156 @@ func waitCount(t testing.TB, c *tclient, name string, n int) {
 		}
 	}
 }
+
+func TestEditsTypingSearchUnread(t *testing.T) {
+	testEditsTypingSearchUnread(t, openSQLite(t))
+}
+
+func TestEditsTypingSearchUnreadOnPostgres(t *testing.T) {
+	testEditsTypingSearchUnread(t, openPostgres(t, testpg.New(t)))
+}
+
+// msgField returns field of the message in an event's first argument.
+func msgField(args []any, field string) any {
+	if len(args) == 0 {
+		return nil
+	}
+	m, _ := args[0].(map[string]any)
+	return m[field]
+}
+
+func testEditsTypingSearchUnread(t *testing.T, st store.Store) {
+	b := &memBus{}
+	a := startServer(t, server.Config{Bus: b, ServerID: "A"}, st)
+	bs := startServer(t, server.Config{Bus: b, ServerID: "B"}, st)
+	alice, bob, carol := a.user(t, "e_alice"), bs.user(t, "e_bob"), bs.user(t, "e_carol")
+	seed := bs.connect(t, "seed", "websocket")
+	seed.waitEvent("load all messages", nil)
+	room := roomIDOf(t, alice.call("create room", map[string]any{"name": "edits"}))
+	wantAck(t, "bob joins", bob.call("join room", map[string]any{"room": room}), success)
+
+	// Edit: the author only, broadcast to the room on both servers,
+	// applied once per resend key.
+	sent := alice.call("send room message", map[string]any{"room": room, "msg": "helo wrld"})
+	id := sent["id"]
+	edit := map[string]any{"message": id, "msg": "hello world", "id": "e1"}
+	ack := alice.call("edit message", edit)
+	wantAck(t, "edit", ack, success)
+	if m, _ := ack["message"].(map[string]any); m["msg"] != "hello world" || m["edited"] == nil || m["room"] != room {
+		t.Errorf("edit answer %v", ack)
+	}
+	_, got := bob.waitEvent("message edited", func(args []any) bool { return msgField(args, "id") == id })
+	if msgField(got, "msg") != "hello world" {
+		t.Errorf("bob's edit event %v", got)
+	}
+	wantAck(t, "bob edits alice's", bob.call("edit message", map[string]any{"message": id, "msg": "mine"}), refusal("No such message of yours"))
+	wantAck(t, "carol edits", carol.call("edit message", map[string]any{"message": id, "msg": "mine"}), refusal("No such message of yours"))
+	// A later edit, then a resend of the first: the resend changes nothing.
+	wantAck(t, "edit 2", alice.call("edit message", map[string]any{"message": id, "msg": "hello, world", "id": "e2"}), success)
+	again := alice.call("edit message", edit)
+	wantAck(t, "edit resend", again, success)
+	if m, _ := again["message"].(map[string]any); m["msg"] != "hello, world" {
+		t.Errorf("a resent edit was applied again: %v", again)
+	}
+	hist := bob.call("room history", map[string]any{"room": room})
+	if got := historyTexts(hist["messages"]); fmt.Sprint(got) != "[hello, world]" {
+		t.Errorf("history after edits = %q", got)
+	}
+	wantAck(t, "edit to blank", alice.call("edit message", map[string]any{"message": id, "msg": " "}), refusal("Message must not be empty"))
+
+	// Delete: marked in room history, gone from search; seed clients see
+	// general's deleted message no more.
+	gen := alice.call("send message", "general typo")
+	wantAck(t, "delete general", alice.call("delete message", map[string]any{"message": gen["id"], "id": "d1"}), success)
+	seed.waitEvent("message deleted", func(args []any) bool { return msgField(args, "id") == gen["id"] })
+	wantAck(t, "delete again", alice.call("delete message", map[string]any{"message": gen["id"], "id": "d1"}), success)
+	wantAck(t, "edit deleted", alice.call("edit message", map[string]any{"message": gen["id"], "msg": "back"}), refusal("No such message of yours"))
+	late := bs.connect(t, "late", "websocket")
+	_, lh := late.waitEvent("load all messages", nil)
+	for _, text := range historyTexts(lh[0]) {
+		if text == "general typo" || text == "" {
+			t.Errorf("seed history shows the deleted message: %q", historyTexts(lh[0]))
+		}
+	}
+	gh := late.call("room history", map[string]any{"room": 1})
+	marked := false
+	for _, it := range asList(gh["messages"]) {
+		if m := it.(map[string]any); m["id"] == gen["id"] {
+			marked = m["deleted"] == true && m["msg"] == ""
+		}
+	}
+	if !marked {
+		t.Errorf("room history of general lacks the deleted marker: %v", gh["messages"])
+	}
+	// Nobody outside the room heard of its edits.
+	fence(t, alice, "edit fence", carol, seed)
+	for _, c := range []*tclient{carol, seed} {
+		for _, ev := range c.snapshot() {
+			if (ev.name == "message edited" || ev.name == "message deleted") && msgField(ev.args, "room") != 1.0 {
+				t.Errorf("%s got %s %v", c.name, ev.name, ev.args)
+			}
+		}
+	}
+
+	// Typing: to the room's members on both servers, throttled, with its
+	// time to live; never to others.
+	wantAck(t, "typing", alice.call("typing", map[string]any{"room": room}), success)
+	_, ty := bob.waitEvent("typing", nil)
+	if msgField(ty, "user") != "e_alice" || msgField(ty, "room") != room || msgField(ty, "ttl") != 5000.0 {
+		t.Errorf("typing event %v", ty)
+	}
+	wantAck(t, "typing again at once", alice.call("typing", map[string]any{"room": room}), refusal("Typing notices are limited to one every 2 seconds per room"))
+	wantAck(t, "carol types in a room she is not in", carol.call("typing", map[string]any{"room": room}), refusal(noRoom))
+	fence(t, alice, "typing fence", carol)
+	if n := carol.count("typing"); n != 0 {
+		t.Errorf("carol got %d typing notices of a room she is not in", n)
+	}
+
+	// Search: what the caller may read, newest first, paged.
+	for i := range 3 {
+		wantAck(t, "send", alice.call("send room message", map[string]any{"room": room, "msg": fmt.Sprint("needle ", i)}), success)
+	}
+	wantAck(t, "general needle", alice.call("send message", "needle in general"), success)
+	res := bob.call("search", map[string]any{"q": "needle", "limit": 2})
+	wantAck(t, "search", res, success)
+	if got := historyTexts(res["messages"]); fmt.Sprint(got) != "[needle in general needle 2]" {
+		t.Errorf("search page 1 = %q", got)
+	}
+	last := asList(res["messages"])[1].(map[string]any)["id"]
+	res = bob.call("search", map[string]any{"q": "needle", "before": last, "limit": 10})
+	if got := historyTexts(res["messages"]); fmt.Sprint(got) != "[needle 1 needle 0]" {
+		t.Errorf("search page 2 = %q", got)
+	}
+	res = carol.call("search", map[string]any{"q": "needle"})
+	if got := historyTexts(res["messages"]); fmt.Sprint(got) != "[needle in general]" {
+		t.Errorf("carol's search = %q, want general's only", got)
+	}
+	wantAck(t, "search too long", bob.call("search", map[string]any{"q": strings.Repeat("x", 1001)}), refusal("Search text must be at most 1000 bytes"))
+	wantAck(t, "search bad", bob.call("search", map[string]any{"q": 5}), refusal("Expected {q: text, before?: message id, limit?: 1 to 100}"))
+	wantAck(t, "search deleted", bob.call("search", map[string]any{"q": "typo"}), success)
+
+	// Unread: counted in the list, moved by mark read, never backwards.
+	unread := func(c *tclient) float64 {
+		t.Helper()
+		for _, it := range asList(c.call("list rooms")["rooms"]) {
+			if r := it.(map[string]any); r["id"] == room {
+				return r["unread"].(float64)
+			}
+		}
+		t.Fatalf("room %v not in %s's list", room, c.name)
+		return 0
+	}
+	if n := unread(bob); n != 4 { // the edited line and three needles
+		t.Errorf("bob's unread = %v, want 4", n)
+	}
+	if n := unread(alice); n != 0 {
+		t.Errorf("alice's unread = %v, want 0 (her own)", n)
+	}
+	marked2 := bob.call("mark read", map[string]any{"room": room, "message": id})
+	wantAck(t, "mark read", marked2, map[string]any{"success": true, "lastRead": id})
+	if n := unread(bob); n != 3 {
+		t.Errorf("bob's unread after marking = %v, want 3", n)
+	}
+	wantAck(t, "mark back", bob.call("mark read", map[string]any{"room": room, "message": 1}), map[string]any{"success": true, "lastRead": id})
+	wantAck(t, "carol marks", carol.call("mark read", map[string]any{"room": room, "message": id}), refusal(noRoom))
+}
