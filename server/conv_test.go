@@ -540,3 +540,88 @@ func testEditsTypingSearchUnread(t *testing.T, st store.Store) {
 	wantAck(t, "mark back", bob.call("mark read", map[string]any{"room": room, "message": 1}), map[string]any{"success": true, "lastRead": id})
 	wantAck(t, "carol marks", carol.call("mark read", map[string]any{"room": room, "message": id}), refusal(noRoom))
 }
+
+// TestConversationBadInput sends every conversation event every shape of
+// wrong payload, anonymous and logged in: each gets an answer, none
+// crashes or closes the socket, and each refusal is counted.
+func TestConversationBadInput(t *testing.T) {
+	e := startServer(t, server.Config{Limits: openLimits}, nil)
+	anon := e.connect(t, "anon", "websocket")
+	anon.waitEvent("load all messages", nil)
+	user := e.user(t, "bad_input")
+	events := []string{"list rooms", "create room", "join room", "leave room", "send room message",
+		"send direct message", "room history", "edit message", "delete message", "typing", "search", "mark read"}
+	payloads := []any{nil, 0.0, -1.0, 1e308, "", "x", true, []any{}, []any{1.0, "a"},
+		map[string]any{}, map[string]any{"room": nil}, map[string]any{"room": "1"}, map[string]any{"room": -3.0},
+		map[string]any{"room": 1.0, "msg": 5.0}, map[string]any{"room": 1.0, "msg": strings.Repeat("é", 2001)},
+		map[string]any{"room": 1.0, "msg": "ok", "id": 5.0}, map[string]any{"room": 1.0, "msg": "ok", "id": strings.Repeat("k", 129)},
+		map[string]any{"name": strings.Repeat("n", 10_000)}, map[string]any{"name": "\u202e evil"},
+		map[string]any{"to": strings.Repeat("u", 10_000), "msg": "hi"}, map[string]any{"to": "", "msg": "hi"},
+		map[string]any{"message": 1e15, "msg": "x"}, map[string]any{"message": "1"}, map[string]any{"room": 1.0, "message": -1.0},
+		map[string]any{"q": strings.Repeat("\"*(", 400)}, map[string]any{"q": "a", "before": "x"}, map[string]any{"q": "a", "limit": 1000.0},
+		map[string]any{"room": 1.0, "before": 0.5}, map[string]any{"room": 1.0, "limit": 0.0},
+	}
+	n := 0
+	for _, c := range []*tclient{anon, user} {
+		for _, ev := range events {
+			for _, p := range payloads {
+				ack := c.call(ev, p)
+				n++
+				if _, isBool := ack["success"].(bool); !isBool {
+					t.Errorf("%s %s %v: answer %v has no success", c.name, ev, p, ack)
+				}
+				if ack["success"] == false {
+					if msg, _ := ack["message"].(string); msg == "" || strings.Contains(msg, "store:") || strings.Contains(msg, "pq:") {
+						t.Errorf("%s %s %v: answer %v", c.name, ev, p, ack)
+					}
+				}
+			}
+			// No payload at all, and no callback: answered or ignored, never a crash.
+			c.conn.Emit(ev)
+		}
+	}
+	// Both sockets are still there and answer.
+	wantAck(t, "still connected", user.call("send message", "still here"), success)
+	anon.call("list rooms")
+	if !strings.Contains(metricsText(t, e.url), `chat_refused_total{event="room history"}`) {
+		t.Error("refusals are not counted by event")
+	}
+	t.Logf("%d bad requests answered", n)
+}
+
+// TestConversationFloods: with the default limits, floods of room changes,
+// typing notices and room messages are answered "too fast" and counted.
+func TestConversationFloods(t *testing.T) {
+	e := startServer(t, server.Config{}, nil)
+	c := e.user(t, "flooder")
+	room := roomIDOf(t, c.call("create room", map[string]any{"name": "flood"}))
+	count := func(ev string, arg map[string]any, tooFast string) int {
+		refused := 0
+		for range 60 {
+			if ack := c.call(ev, arg); ack["success"] == false {
+				if ack["message"] != tooFast {
+					t.Fatalf("%s: %v", ev, ack)
+				}
+				refused++
+			}
+		}
+		return refused
+	}
+	if n := count("join room", map[string]any{"room": room}, "You are doing that too fast; please wait a moment"); n == 0 {
+		t.Error("60 joins at once: none refused")
+	}
+	// One passes every 2 s: of 60 sent as fast as answered, most are refused.
+	typed := count("typing", map[string]any{"room": room}, "Typing notices are limited to one every 2 seconds per room")
+	if typed < 30 {
+		t.Errorf("60 typing notices at once: %d refused", typed)
+	}
+	if n := count("send room message", map[string]any{"room": room, "msg": "spam"}, "You are sending messages too fast; please slow down"); n == 0 {
+		t.Error("60 room messages at once: none refused")
+	}
+	m := metricsText(t, e.url)
+	for _, want := range []string{`chat_rate_limited_total{limit="room_ops_per_user"}`, fmt.Sprintf(`chat_rate_limited_total{limit="typing_per_room"} %d`, typed)} {
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+}
