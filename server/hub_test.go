@@ -14,7 +14,7 @@ import (
 // their history, and consecutive broadcasts reach each conn in the order
 // they were made.
 func TestBroadcastToManyClients(t *testing.T) {
-	const clients, messages = 3*fanoutChunk + 7, 20
+	const clients, messages = 2*fanoutChunk + 7, 20
 	h := newHub()
 	var delivered int
 	h.onDeliver = func(n int) { delivered += n }
