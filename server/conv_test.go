@@ -325,20 +325,23 @@ func testDirectMessages(t *testing.T, e *env) {
 // leaves and new direct rooms made through one server change what the
 // other delivers to its sockets of that user, at once.
 func TestRoomsAcrossServers(t *testing.T) {
-	testRoomsAcrossServers(t, openSQLite(t))
+	st := openSQLite(t)
+	b := &memBus{}
+	testRoomsAcrossServers(t, startServer(t, server.Config{Bus: b, ServerID: "A"}, st),
+		startServer(t, server.Config{Bus: b, ServerID: "B"}, st))
 }
 
+// TestRoomsAcrossServersOnPostgres is the same with the PostgreSQL bus, as
+// main runs a cluster, and the single-server tests on PostgreSQL.
 func TestRoomsAcrossServersOnPostgres(t *testing.T) {
-	st := openPostgres(t, testpg.New(t))
-	testRoomsAcrossServers(t, st)
+	dsn := testpg.New(t)
+	testRoomsAcrossServers(t, startClusterNode(t, dsn), startClusterNode(t, dsn))
+	st := openPostgres(t, dsn)
 	t.Run("Rooms", func(t *testing.T) { testRooms(t, startServer(t, server.Config{}, st)) })
 	t.Run("DirectMessages", func(t *testing.T) { testDirectMessages(t, startServer(t, server.Config{}, st)) })
 }
 
-func testRoomsAcrossServers(t *testing.T, st store.Store) {
-	b := &memBus{}
-	a := startServer(t, server.Config{Bus: b, ServerID: "A"}, st)
-	bs := startServer(t, server.Config{Bus: b, ServerID: "B"}, st)
+func testRoomsAcrossServers(t *testing.T, a, bs *env) {
 	alice := a.user(t, "x_alice")
 	bobB := bs.user(t, "x_bob")
 	bobA := a.user(t, "x_bob") // bob's second tab, on the other server
@@ -389,11 +392,15 @@ func waitCount(t testing.TB, c *tclient, name string, n int) {
 }
 
 func TestEditsTypingSearchUnread(t *testing.T) {
-	testEditsTypingSearchUnread(t, openSQLite(t))
+	st := openSQLite(t)
+	b := &memBus{}
+	testEditsTypingSearchUnread(t, startServer(t, server.Config{Bus: b, ServerID: "A"}, st),
+		startServer(t, server.Config{Bus: b, ServerID: "B"}, st))
 }
 
 func TestEditsTypingSearchUnreadOnPostgres(t *testing.T) {
-	testEditsTypingSearchUnread(t, openPostgres(t, testpg.New(t)))
+	dsn := testpg.New(t)
+	testEditsTypingSearchUnread(t, startClusterNode(t, dsn), startClusterNode(t, dsn))
 }
 
 // msgField returns field of the message in an event's first argument.
@@ -405,10 +412,7 @@ func msgField(args []any, field string) any {
 	return m[field]
 }
 
-func testEditsTypingSearchUnread(t *testing.T, st store.Store) {
-	b := &memBus{}
-	a := startServer(t, server.Config{Bus: b, ServerID: "A"}, st)
-	bs := startServer(t, server.Config{Bus: b, ServerID: "B"}, st)
+func testEditsTypingSearchUnread(t *testing.T, a, bs *env) {
 	alice, bob, carol := a.user(t, "e_alice"), bs.user(t, "e_bob"), bs.user(t, "e_carol")
 	seed := bs.connect(t, "seed", "websocket")
 	seed.waitEvent("load all messages", nil)
@@ -624,4 +628,48 @@ func TestConversationFloods(t *testing.T) {
 			t.Errorf("metrics lack %s", want)
 		}
 	}
+}
+
+// TestMembershipAfterBusOutage: a leave whose notice was lost (the bus was
+// down) holds once the bus is back: the resync reads every local user's
+// rooms again before delivering what was missed.
+func TestMembershipAfterBusOutage(t *testing.T) {
+	ctx := context.Background()
+	st := openSQLite(t)
+	b := &memBus{}
+	e := startServer(t, server.Config{Bus: b, ServerID: "A"}, st)
+	alice, bob := e.user(t, "o_alice"), e.user(t, "o_bob")
+	room := roomIDOf(t, alice.call("create room", map[string]any{"name": "outage"}))
+	wantAck(t, "bob joins", bob.call("join room", map[string]any{"room": room}), success)
+	// Through another server whose notice never arrived.
+	if err := st.LeaveRoom(ctx, int64(room), "o_bob"); err != nil {
+		t.Fatal(err)
+	}
+	missed := mustAdd(t, st, store.Message{Content: "said during the outage", Username: "o_alice", RoomID: int64(room)})
+	b.resync()
+	alice.waitEvent("room message", roomMsgIs(room, missed.Content))
+	wantAck(t, "send after", alice.call("send room message", map[string]any{"room": room, "msg": "after the outage"}), success)
+	fence(t, alice, "outage fence", bob)
+	for _, text := range []string{missed.Content, "after the outage"} {
+		if gotText(bob, "room message", text) {
+			t.Errorf("bob, who left during the outage, got %q", text)
+		}
+	}
+}
+
+// TestResumedSessionGetsItsRooms: a socket logged in by its session token
+// (a reconnect after failover) receives its rooms' messages like one
+// logged in by password.
+func TestResumedSessionGetsItsRooms(t *testing.T) {
+	e := startServer(t, server.Config{}, nil)
+	alice := e.user(t, "r_alice")
+	c := e.connect(t, "bob", "websocket")
+	c.call("register", creds("r_bob", "pw"))
+	login := c.call("login", creds("r_bob", "pw"))
+	room := roomIDOf(t, alice.call("create room", map[string]any{"name": "resume"}))
+	wantAck(t, "bob joins", c.call("join room", map[string]any{"room": room}), success)
+	back := e.connectAuth(t, "bob again", "websocket", map[string]any{"token": login["token"]})
+	back.waitEvent("session", func(args []any) bool { return msgField(args, "username") == "r_bob" })
+	wantAck(t, "send", alice.call("send room message", map[string]any{"room": room, "msg": "welcome back"}), success)
+	back.waitEvent("room message", roomMsgIs(room, "welcome back"))
 }
