@@ -53,7 +53,7 @@ func newMetrics(s *Server) *metrics {
 			Name: "chat_messages_stored_total", Help: "Messages committed to the store by this server.",
 		}),
 		delivered: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "chat_messages_delivered_total", Help: "`new message` events handed to sockets of this server.",
+			Name: "chat_messages_delivered_total", Help: "Events handed to sockets of this server: `new message` and `room message` (each to its recipients only), and the edits, typing notices and room-list changes that share their path.",
 		}),
 		ackLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "chat_send_ack_seconds",
