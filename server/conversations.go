@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/chatd/chat/bus"
+	"github.com/chatd/chat/server/limit"
 	"github.com/chatd/chat/store"
 )
 
@@ -336,7 +337,7 @@ func (s *Server) onDirectSend(c *conn, args []any, ack func(any)) {
 	}
 	obj, isObj := objectArg(args)
 	to, isName := obj["to"].(string)
-	if !isObj || !isName || to == "" || len(to) > 4*MaxUsernameLen {
+	if !isObj || !isName || to == "" || len(to) > 1024 { // the seed's varchar(255), in UTF-8
 		s.refuse(c, event, msgBadDirect, ack)
 		return
 	}
@@ -563,6 +564,12 @@ func (s *Server) onTyping(c *conn, args []any, ack func(any)) {
 		s.refuse(c, event, msgNoRoom, ack)
 		return
 	}
+	if !s.typing.allowUser(user) {
+		s.met.rejections.WithLabelValues("typing_per_room").Inc()
+		s.refusals.Info(c.logger(), "typing notice refused: rate limit across rooms", "user", user)
+		ack(fail(msgTooFastTypingAll))
+		return
+	}
 	if !s.typing.allow(user, room, time.Now()) {
 		s.met.rejections.WithLabelValues("typing_per_room").Inc()
 		s.refusals.Info(c.logger(), "typing notice refused: rate limit", "user", user)
@@ -588,13 +595,18 @@ func (s *Server) deliverTyping(room int64, user string) {
 }
 
 // typingThrottle lets one typing notice per user and room through every
-// interval. Its map is swept of old entries as it grows, so it holds about
-// the notices of one interval.
+// interval, and a few a second per user across all rooms (a member of
+// many rooms cannot multiply the first limit). Its map is swept of old
+// entries as it grows, so it holds about the notices of one interval.
 type typingThrottle struct {
-	every time.Duration
-	mu    sync.Mutex
-	last  map[typingKey]time.Time // guarded by mu
+	every   time.Duration
+	perUser *limit.Limiter
+	mu      sync.Mutex
+	last    map[typingKey]time.Time // guarded by mu
 }
+
+// allowUser spends one of user's typing notices across rooms.
+func (t *typingThrottle) allowUser(user string) bool { return t.perUser.Allow(user) }
 
 type typingKey struct {
 	user string
@@ -602,7 +614,7 @@ type typingKey struct {
 }
 
 func newTypingThrottle(every time.Duration) *typingThrottle {
-	return &typingThrottle{every: every, last: map[typingKey]time.Time{}}
+	return &typingThrottle{every: every, perUser: limit.NewLimiter(2, 6, maxLimiterKeys), last: map[typingKey]time.Time{}}
 }
 
 func (t *typingThrottle) allow(user string, room int64, now time.Time) bool {

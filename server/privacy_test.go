@@ -178,7 +178,7 @@ func testPrivacy(t *testing.T, st store.Store) {
 			if private && ack["success"] == true {
 				t.Errorf("%s marked room %v read", c.name, room)
 			}
-			ack = try(c, "typing", map[string]any{"room": room}, append(shape, "Typing notices are limited to one every 2 seconds per room")...)
+			ack = try(c, "typing", map[string]any{"room": room}, append(shape, "Typing notices are limited to one every 2 seconds per room", "You are sending typing notices too fast")...)
 			if private && ack["success"] == true {
 				t.Errorf("%s typed in room %v", c.name, room)
 			}
