@@ -266,14 +266,18 @@ func (ms *memberships) loadOnce(ctx context.Context, user string) (bool, error) 
 		}
 		gen := u.gen
 		ms.mu.Unlock()
-		list, err := ms.store.ListRooms(ctx, user)
+		// MemberRooms, not ListRooms: it is read at every login and every
+		// resumed session (all of a failed server's users at once), and
+		// ListRooms also counts unread messages (3.8 ms on PostgreSQL for
+		// a user in 5 busy rooms, against 0.3 ms).
+		ids, err := ms.store.MemberRooms(ctx, user)
 		if err != nil {
 			return false, err
 		}
-		rooms := map[int64]struct{}{}
-		for _, r := range list {
-			if r.Member && !isGeneral(r.ID) {
-				rooms[r.ID] = struct{}{}
+		rooms := make(map[int64]struct{}, len(ids))
+		for _, id := range ids {
+			if !isGeneral(id) {
+				rooms[id] = struct{}{}
 			}
 		}
 		if done, conns := ms.install(user, gen, rooms); done {
