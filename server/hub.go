@@ -51,8 +51,19 @@ type queued struct {
 	id   int64
 	text string // its Socket.IO packet, encoded once for every recipient
 	// to lists the recipients; nil means every socket (general).
-	to   []*conn
+	to []*conn
+	// room is the room (other than general) whose members alone may be
+	// given it, 0 for anyone. Checked again at delivery, so a socket
+	// whose user left the room or logged out after to was made gets
+	// nothing of it.
+	room int64
 	done chan struct{} // closed once every socket has been handed it
+}
+
+// mayHaveLocked reports whether c may be given o now: an event of a room
+// only while c's user is in it.
+func (c *conn) mayHaveLocked(o queued) bool {
+	return o.room == 0 || (c.rooms != nil && c.user != "" && c.rooms.in(c.user, o.room))
 }
 
 func newHub() *hub {
@@ -92,7 +103,7 @@ func (c *conn) goLive(history []store.Message) {
 	}
 	var texts []string
 	for _, o := range c.pending {
-		if c.given.add(o.id) {
+		if c.mayHaveLocked(o) && c.given.add(o.id) {
 			texts = append(texts, o.text)
 		}
 	}
@@ -136,6 +147,9 @@ func (c *conn) deliver(b *batch) int {
 	defer c.mu.Unlock()
 	switch {
 	case c.closed:
+	case !c.mayHaveLocked(b.items[0]):
+		// A room's event (alone in its batch, see flush) for a socket
+		// whose user is no longer in the room.
 	case c.live:
 		for i, o := range b.items {
 			if !c.given.add(o.id) {

@@ -52,7 +52,7 @@ func (s *Server) toRoom(room, id int64, text string) <-chan struct{} {
 	if len(to) == 0 {
 		return closedCh
 	}
-	return s.hub.enqueue(queued{id: id, text: text, to: to})
+	return s.hub.enqueue(queued{id: id, text: text, to: to, room: room})
 }
 
 // isGeneral reports whether room is general: its id, or 0, which the store

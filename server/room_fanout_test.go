@@ -20,10 +20,10 @@ func roomRig(tb testing.TB, n, members int) (*Server, []*countingSocket, *atomic
 	socks := make([]*countingSocket, n)
 	for i := range n {
 		socks[i] = &countingSocket{}
-		c := &conn{sock: socks[i], base: discardLogger()}
+		user := fmt.Sprint("u", i)
+		c := &conn{sock: socks[i], base: discardLogger(), rooms: s.members, user: user}
 		s.hub.join(c)
 		c.goLive(nil)
-		user := fmt.Sprint("u", i)
 		s.members.attach(c, user)
 		if i < members {
 			s.members.set(user, 2, true)
@@ -84,5 +84,32 @@ func BenchmarkRoomFanout(b *testing.B) {
 			}
 			b.ReportMetric(float64(delivered.Load())/float64(b.N), "deliveries/op")
 		})
+	}
+}
+
+// TestRoomEventCheckedAtDelivery: a room's message queued for a socket
+// whose user then leaves the room (or logs out, or switches user) before
+// the flusher reaches it is not given to that socket.
+func TestRoomEventCheckedAtDelivery(t *testing.T) {
+	s, socks, _ := roomRig(t, 3, 3)
+	s.hub.qmu.Lock()
+	s.hub.flushing = true // hold the flusher: this test runs it
+	s.hub.qmu.Unlock()
+	done := s.deliver(store.Message{ID: 1, Content: "queued", Username: "u0", RoomID: 2})
+	s.members.apply("u1", 2, false) // u1 leaves
+	var u2 *conn
+	for c := range s.hub.conns {
+		if c.user == "u2" {
+			u2 = c
+		}
+	}
+	u2.mu.Lock()
+	u2.detachLocked() // u2 logs out
+	u2.user = ""
+	u2.mu.Unlock()
+	s.hub.flush()
+	<-done
+	if got := []int64{socks[0].n.Load(), socks[1].n.Load(), socks[2].n.Load()}; got[0] != 1 || got[1] != 0 || got[2] != 0 {
+		t.Errorf("writes per socket = %v, want [1 0 0]: only the member still in the room", got)
 	}
 }
