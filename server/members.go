@@ -50,7 +50,9 @@ type memberships struct {
 	changed func(conns []*conn)
 	wake    chan struct{}
 
-	mu sync.Mutex
+	// mu is a read-write lock: every delivery of a room's event reads
+	// (recipients, in), changes are rare.
+	mu sync.RWMutex
 	// Fields below are guarded by mu.
 	users map[string]*userRooms        // local logged-in users
 	rooms map[int64]map[*conn]struct{} // room -> local sockets of its members
@@ -133,8 +135,8 @@ func (ms *memberships) removeLocked(room int64, c *conn) {
 
 // recipients returns the local sockets of room's members.
 func (ms *memberships) recipients(room int64) []*conn {
-	ms.mu.Lock()
-	defer ms.mu.Unlock()
+	ms.mu.RLock()
+	defer ms.mu.RUnlock()
 	set := ms.rooms[room]
 	out := make([]*conn, 0, len(set))
 	for c := range set {
@@ -146,8 +148,8 @@ func (ms *memberships) recipients(room int64) []*conn {
 // in reports whether user, logged in here, is in room as far as this
 // server knows.
 func (ms *memberships) in(user string, room int64) bool {
-	ms.mu.Lock()
-	defer ms.mu.Unlock()
+	ms.mu.RLock()
+	defer ms.mu.RUnlock()
 	u := ms.users[user]
 	if u == nil {
 		return false
