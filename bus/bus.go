@@ -16,13 +16,27 @@ const (
 	KindMessage = "message"
 	// KindPresence: a server's online users changed.
 	KindPresence = "presence"
+	// KindMember: User joined (or, with Left, left) Room. Receivers apply
+	// it to their sockets of User at once and then re-read User's rooms
+	// from the database, which settles any reordering of notices.
+	KindMember = "member"
+	// KindEdit: message ID was edited or deleted; receivers read it again.
+	KindEdit = "edit"
+	// KindTyping: User is typing in Room. Never stored; a receiver that
+	// misses one loses nothing that lasts.
+	KindTyping = "typing"
 )
 
 // Event is one notice between servers.
 type Event struct {
 	Kind string `json:"k"`
-	// ID is the message id of a KindMessage event.
+	// ID is the message id of a KindMessage or KindEdit event.
 	ID int64 `json:"id,omitempty"`
+	// Room and User name the room and user of a KindMember or KindTyping
+	// event; Left says a KindMember event is a leave.
+	Room int64  `json:"r,omitempty"`
+	User string `json:"u,omitempty"`
+	Left bool   `json:"l,omitempty"`
 	// Origin is the publishing server's id, so it can skip its own events.
 	Origin string `json:"o"`
 	// Sent is when it was published (Unix nanoseconds), for the bus lag

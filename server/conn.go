@@ -6,7 +6,6 @@ import (
 	"sync/atomic"
 
 	"github.com/chatd/chat/server/socketio/engineio"
-	"github.com/chatd/chat/store"
 	"golang.org/x/time/rate"
 )
 
@@ -39,15 +38,18 @@ type conn struct {
 	// request (nil before, and when unlimited). Only onOlder touches it,
 	// and the socket's handlers run one at a time.
 	pages *rate.Limiter
+	// rooms is the server's room index, which bind and close keep told
+	// of this socket's user; nil in tests of the hub alone.
+	rooms *memberships
 
 	mu sync.Mutex
 	// Fields below are guarded by mu.
 	user      string // "" when not logged in
 	tokenHash string // the session token this socket logged in with, if any
 	closed    bool
-	live      bool            // history sent; deliver directly
-	pending   []store.Message // held until live
-	given     givenIDs        // ids given to the socket: history, live, pages
+	live      bool     // history sent; deliver directly
+	pending   []queued // held until live
+	given     givenIDs // ids given to the socket: history, live, pages
 }
 
 // bind logs the conn in as user, replacing any earlier user, and reports
@@ -67,9 +69,20 @@ func (c *conn) bind(o *online, user, tokenHash string) (uint64, bool) {
 	}
 	if c.user != "" {
 		o.remove(c.user)
+		c.detachLocked()
 	}
 	c.user = user
+	if c.rooms != nil {
+		c.rooms.attach(c, user)
+	}
 	return o.add(user), true
+}
+
+// detachLocked takes the socket out of its user's rooms.
+func (c *conn) detachLocked() {
+	if c.rooms != nil && c.user != "" {
+		c.rooms.detach(c, c.user)
+	}
 }
 
 // unbind logs the conn out and returns who was logged in, or "".
@@ -80,6 +93,7 @@ func (c *conn) unbind(o *online) (user, tokenHash string) {
 }
 
 func (c *conn) unbindLocked(o *online) (user, tokenHash string) {
+	c.detachLocked()
 	user, tokenHash = c.user, c.tokenHash
 	c.user, c.tokenHash = "", ""
 	if user != "" {

@@ -296,7 +296,8 @@ func pageRule(args []any) (before int64, limit int, ok bool) {
 		}
 		limit = int(l)
 	}
-	return int64(b), limit, true
+	// Beyond every possible id (PostgreSQL's serial): from the newest.
+	return min(int64(b), maxMessageID), limit, true
 }
 
 func FuzzPageArgs(f *testing.F) {

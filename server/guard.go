@@ -40,6 +40,11 @@ type Limits struct {
 	// seconds.
 	PagesPerSocket float64
 	PageBurst      int
+	// RoomOpsPerUser and RoomOpsBurst bound the room changes of one user:
+	// create, join and leave room, mark read. Defaults 5/s, burst 30 (a
+	// page marking several rooms read at once).
+	RoomOpsPerUser float64
+	RoomOpsBurst   int
 	// ConnsPerIP bounds concurrent connections from one address. Default
 	// 1000.
 	ConnsPerIP int
@@ -72,6 +77,7 @@ func (l *Limits) setDefaults() {
 	rateDefault(&l.LoginPerUser, &l.LoginBurstPerUser, 0.2, 10)
 	rateDefault(&l.MessagesPerUser, &l.MessageBurst, 10, 30)
 	rateDefault(&l.PagesPerSocket, &l.PageBurst, 2, 10)
+	rateDefault(&l.RoomOpsPerUser, &l.RoomOpsBurst, 5, 30)
 	switch {
 	case l.ConnsPerIP == 0:
 		l.ConnsPerIP = 1000
@@ -105,6 +111,7 @@ type guard struct {
 	authProxy *limit.Limiter // keyed by the proxy's address
 	authUser  *limit.Limiter
 	msgs      *limit.Limiter
+	roomOps   *limit.Limiter
 	conns     *limit.ConnCounter
 
 	// unforwarded counts connections from trusted proxies that named no
@@ -133,6 +140,9 @@ func newGuard(cfg Limits) *guard {
 	}
 	if cfg.MessagesPerUser > 0 {
 		g.msgs = limit.NewLimiter(cfg.MessagesPerUser, cfg.MessageBurst, maxLimiterKeys)
+	}
+	if cfg.RoomOpsPerUser > 0 {
+		g.roomOps = limit.NewLimiter(cfg.RoomOpsPerUser, cfg.RoomOpsBurst, maxLimiterKeys)
 	}
 	if cfg.ConnsPerIP > 0 {
 		g.conns = limit.NewConnCounter(cfg.ConnsPerIP)

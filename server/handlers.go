@@ -24,7 +24,7 @@ func (s *Server) onConnection(sock *socketio.Socket) {
 		sock.Disconnect()
 		return
 	}
-	c := &conn{sock: sock, sid: sock.ID(), base: s.log, peer: pr, capped: capped}
+	c := &conn{sock: sock, sid: sock.ID(), base: s.log, peer: pr, capped: capped, rooms: s.members}
 	s.hub.join(c)
 
 	on := func(event string, h func(c *conn, args []any, ack func(any))) {
@@ -35,6 +35,7 @@ func (s *Server) onConnection(sock *socketio.Socket) {
 	on("logout", s.onLogout)
 	on("send message", s.onSend)
 	on("load older messages", s.onOlder)
+	s.onConversations(on)
 	sock.OnDisconnect(func(reason string) {
 		if capped {
 			s.guard.conns.Release(pr.key)
@@ -61,7 +62,7 @@ func (s *Server) onConnection(sock *socketio.Socket) {
 			c.logger().Error("loading history failed after retries: sending an empty one", "err", err)
 			history = []store.Message{}
 		}
-		sock.Emit("load all messages", wireMsgs(history))
+		sock.Emit("load all messages", wireMsgs(visible(history)))
 		c.goLive(history)
 		if token != "" {
 			s.resume(ctx, c, token)
@@ -108,6 +109,7 @@ func (s *Server) resume(ctx context.Context, c *conn, token string) {
 	if _, bound := c.bind(s.online, user, hash); !bound {
 		return
 	}
+	s.loadRooms(ctx, c, user)
 	log.Info("resumed session", "user", user)
 	sock.Emit("session", map[string]any{"username": user})
 }
@@ -237,6 +239,9 @@ func (s *Server) onLogin(c *conn, args []any, ack func(any)) {
 	if !bound {
 		return // the socket left while the password was checked
 	}
+	// The user's rooms are known before the answer: a message to one of
+	// them stored after the client hears `success` reaches this socket.
+	s.loadRooms(sctx, c, username)
 	if err := s.online.waitSent(s.ctx, v); err != nil {
 		return
 	}
@@ -361,15 +366,16 @@ func (s *Server) onOlder(c *conn, args []any, ack func(any)) {
 	// out what it was given live, and none of the page comes live after.
 	// An empty page tells the client there is nothing older, so a page
 	// emptied that way is followed by the next one down.
-	page := c.givePage(ms)
-	for tries := 0; len(page) == 0 && len(ms) > 0 && tries < 3; tries++ {
+	// Deleted messages are left out too (see visible), by the same loop.
+	page := visible(c.givePage(ms))
+	for tries := 0; len(page) == 0 && len(ms) > 0 && tries < 10; tries++ {
 		if ms, err = s.store.MessagesBefore(ctx, ms[0].ID, limit); err != nil {
 			s.met.storeErrors.WithLabelValues("older").Inc()
 			log.Error("reading older messages", "err", err)
 			ack(fail(msgUnavailable))
 			return
 		}
-		page = c.givePage(ms)
+		page = visible(c.givePage(ms))
 	}
 	ack(ok("messages", wireMsgs(page)))
 }

@@ -45,9 +45,25 @@ type hub struct {
 
 // queued is one broadcast waiting for the flusher.
 type queued struct {
-	m    store.Message
-	text string        // its Socket.IO packet, encoded once for every recipient
-	done chan struct{} // closed once every socket has been handed m
+	// id is the message's id, which a socket is given once (givenIDs);
+	// 0 for an event that is not a new message (an edit, typing), which
+	// is given every time.
+	id   int64
+	text string // its Socket.IO packet, encoded once for every recipient
+	// to lists the recipients; nil means every socket (general).
+	to []*conn
+	// room is the room (other than general) whose members alone may be
+	// given it, 0 for anyone. Checked again at delivery, so a socket
+	// whose user left the room or logged out after to was made gets
+	// nothing of it.
+	room int64
+	done chan struct{} // closed once every socket has been handed it
+}
+
+// mayHaveLocked reports whether c may be given o now: an event of a room
+// only while c's user is in it.
+func (c *conn) mayHaveLocked(o queued) bool {
+	return o.room == 0 || (c.rooms != nil && c.user != "" && c.rooms.in(c.user, o.room))
 }
 
 func newHub() *hub {
@@ -86,9 +102,9 @@ func (c *conn) goLive(history []store.Message) {
 		c.given.add(m.ID)
 	}
 	var texts []string
-	for _, m := range c.pending {
-		if c.given.add(m.ID) {
-			texts = append(texts, newMessageText(m))
+	for _, o := range c.pending {
+		if c.mayHaveLocked(o) && c.given.add(o.id) {
+			texts = append(texts, o.text)
 		}
 	}
 	if len(texts) > 0 {
@@ -131,9 +147,12 @@ func (c *conn) deliver(b *batch) int {
 	defer c.mu.Unlock()
 	switch {
 	case c.closed:
+	case !c.mayHaveLocked(b.items[0]):
+		// A room's event (alone in its batch, see flush) for a socket
+		// whose user is no longer in the room.
 	case c.live:
 		for i, o := range b.items {
-			if !c.given.add(o.m.ID) {
+			if !c.given.add(o.id) {
 				// Given already (by the history, mostly): this socket
 				// gets the others, encoded for it alone. Rare, so the
 				// common pass stays one write of the shared frames.
@@ -142,7 +161,7 @@ func (c *conn) deliver(b *batch) int {
 					texts = append(texts, o.text)
 				}
 				for _, o := range b.items[i+1:] {
-					if c.given.add(o.m.ID) {
+					if c.given.add(o.id) {
 						texts = append(texts, o.text)
 					}
 				}
@@ -158,9 +177,7 @@ func (c *conn) deliver(b *batch) int {
 		c.closed = true
 		go c.disconnect("too many messages while loading history")
 	default:
-		for _, o := range b.items {
-			c.pending = append(c.pending, o.m)
-		}
+		c.pending = append(c.pending, b.items...)
 	}
 	return 0
 }
@@ -179,7 +196,13 @@ func (c *conn) deliver(b *batch) int {
 // quiet a pass carries one message and starts at once. One flusher also
 // means every socket sees the messages in the same order.
 func (h *hub) broadcast(m store.Message) <-chan struct{} {
-	o := queued{m: m, text: newMessageText(m), done: make(chan struct{})}
+	return h.enqueue(queued{id: m.ID, text: newMessageText(m)})
+}
+
+// enqueue queues o for the flusher, in order with every other broadcast:
+// an edit queued after its message reaches each socket after it.
+func (h *hub) enqueue(o queued) <-chan struct{} {
+	o.done = make(chan struct{})
 	h.qmu.Lock()
 	h.queue = append(h.queue, o)
 	start := !h.flushing
@@ -205,10 +228,16 @@ const (
 func (h *hub) flush() {
 	for {
 		h.qmu.Lock()
+		// A pass carries a run of broadcasts to every socket, or one
+		// event to its own recipients (a room's members).
 		n, size := 0, 0
-		for n < len(h.queue) && n < maxBatch && (n == 0 || size+len(h.queue[n].text) <= maxBatchBytes) {
+		for n < len(h.queue) && n < maxBatch && (n == 0 || size+len(h.queue[n].text) <= maxBatchBytes) &&
+			(n == 0 || h.queue[n].to == nil) {
 			size += len(h.queue[n].text)
 			n++
+			if h.queue[0].to != nil {
+				break
+			}
 		}
 		if n == 0 {
 			h.flushing = false
@@ -220,12 +249,15 @@ func (h *hub) flush() {
 		h.queue = h.queue[n:]
 		h.qmu.Unlock()
 
-		h.mu.RLock()
-		conns := make([]*conn, 0, len(h.conns))
-		for c := range h.conns {
-			conns = append(conns, c)
+		conns := batch[0].to
+		if conns == nil {
+			h.mu.RLock()
+			conns = make([]*conn, 0, len(h.conns))
+			for c := range h.conns {
+				conns = append(conns, c)
+			}
+			h.mu.RUnlock()
 		}
-		h.mu.RUnlock()
 		b := newBatch(batch)
 		delivered := deliverAll(conns, b)
 		if h.onDeliver != nil {

@@ -19,6 +19,9 @@ type metrics struct {
 	storeErrors *prometheus.CounterVec
 	busLag      prometheus.Histogram
 	logins      *prometheus.CounterVec
+	// refused counts conversation requests answered with a refusal
+	// other than a rate limit, by event.
+	refused *prometheus.CounterVec
 	// engineCloses counts sessions that ended other than by their
 	// client leaving, and failed upgrade probes (see watchEngine).
 	engineCloses *prometheus.CounterVec
@@ -29,8 +32,14 @@ type metrics struct {
 // package passes.
 var (
 	rejectionLimits = []string{"connections_per_ip", "auth_per_ip", "auth_per_proxy", "login_per_user",
-		"messages_per_user", "pages_per_socket", "slow_peer", "origin", "protocol"}
-	storeErrorOps = []string{"history", "register", "login", "send", "older", "relay"}
+		"messages_per_user", "pages_per_socket", "slow_peer", "origin", "protocol",
+		"room_ops_per_user", "typing_per_room"}
+	storeErrorOps = []string{"history", "register", "login", "send", "older", "relay", "rooms"}
+	// conversationEvents label chat_refused_total{event}: the events
+	// whose bad input (unknown rooms, others' messages, wrong shapes) is
+	// counted there.
+	conversationEvents = []string{"list rooms", "create room", "join room", "leave room", "send room message",
+		"send direct message", "room history", "edit message", "delete message", "typing", "search", "mark read"}
 	loginOutcomes = []string{"ok", "failed"}
 	// engineCloseReasons are the engine close reasons worth an alert,
 	// and failed WebSocket upgrades ("upgrade refused", see upgradeRefused).
@@ -44,7 +53,7 @@ func newMetrics(s *Server) *metrics {
 			Name: "chat_messages_stored_total", Help: "Messages committed to the store by this server.",
 		}),
 		delivered: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "chat_messages_delivered_total", Help: "`new message` events handed to sockets of this server.",
+			Name: "chat_messages_delivered_total", Help: "Events handed to sockets of this server: `new message` and `room message` (each to its recipients only), and the edits, typing notices and room-list changes that share their path.",
 		}),
 		ackLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "chat_send_ack_seconds",
@@ -67,6 +76,10 @@ func newMetrics(s *Server) *metrics {
 		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "chat_logins_total", Help: "Login attempts by outcome.",
 		}, []string{"outcome"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chat_refused_total",
+			Help: "Conversation requests refused for bad input or a room or message the caller may not use, by event.",
+		}, []string{"event"}),
 		engineCloses: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "chat_engine_closes_total",
 			Help: "Connections that ended other than by their client leaving (ping timeout, transport error...), and failed upgrade probes, by reason.",
@@ -89,7 +102,10 @@ func newMetrics(s *Server) *metrics {
 	for _, r := range engineCloseReasons {
 		m.engineCloses.WithLabelValues(r)
 	}
-	m.reg.MustRegister(m.stored, m.delivered, m.ackLatency, m.rejections, m.storeErrors, m.busLag, m.logins, m.engineCloses,
+	for _, ev := range conversationEvents {
+		m.refused.WithLabelValues(ev)
+	}
+	m.reg.MustRegister(m.refused, m.stored, m.delivered, m.ackLatency, m.rejections, m.storeErrors, m.busLag, m.logins, m.engineCloses,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "chat_connected_sockets", Help: "Sockets connected to this server.",
 		}, func() float64 { return float64(s.hub.count()) }),

@@ -25,12 +25,39 @@ var closedCh = func() chan struct{} { c := make(chan struct{}); close(c); return
 // it was sent here (onSend) or on another server (the relay): each id at
 // most once per server, however often it is announced or resent. The
 // returned channel is closed once every socket has been handed m.
+//
+// Who may receive it is decided here and nowhere else: a message of
+// general goes to every socket as `new message`, as in the seed; a message
+// of any other room goes only to the sockets of that room's members. A
+// message deleted before it was delivered here (a catch-up reads it late)
+// goes to nobody: there is nothing left to show.
 func (s *Server) deliver(m store.Message) <-chan struct{} {
-	if !s.relay.markSeen(m.ID) {
+	if !s.relay.markSeen(m.ID) || m.Deleted {
 		return closedCh
 	}
-	return s.hub.broadcast(m)
+	if isGeneral(m.RoomID) {
+		return s.hub.broadcast(m)
+	}
+	return s.toRoom(m.RoomID, m.ID, roomEventText("room message", m))
 }
+
+// toRoom queues an event for the local sockets of room's members (see
+// memberships), in order with every other delivery; id is the message id
+// for new messages (given once per socket), 0 otherwise.
+func (s *Server) toRoom(room, id int64, text string) <-chan struct{} {
+	if isGeneral(room) {
+		return s.hub.enqueue(queued{id: id, text: text})
+	}
+	to := s.members.recipients(room)
+	if len(to) == 0 {
+		return closedCh
+	}
+	return s.hub.enqueue(queued{id: id, text: text, to: to, room: room})
+}
+
+// isGeneral reports whether room is general: its id, or 0, which the store
+// reads as general.
+func isGeneral(room int64) bool { return room == store.General || room == 0 }
 
 // relay is the bus handler: a bus event names a message another server
 // stored; the relay reads it from the store and delivers it here. When the
@@ -90,6 +117,16 @@ func (r *relay) HandleEvent(e bus.Event) {
 	switch e.Kind {
 	case bus.KindPresence:
 		r.s.online.signal()
+	case bus.KindMember:
+		if e.User != "" && e.Room > 0 {
+			r.s.members.notice(e.User, e.Room, e.Left)
+		}
+	case bus.KindEdit:
+		r.s.relayEdit(e.ID)
+	case bus.KindTyping:
+		if e.User != "" && e.Room > 0 {
+			r.s.deliverTyping(e.Room, e.User)
+		}
 	case bus.KindMessage:
 		if r.seenAlready(e.ID) {
 			// Announced again (a resend): delivered here already.
@@ -192,6 +229,9 @@ func (r *relay) setFloor(id int64) {
 // Resync implements bus.Handler: after the bus reconnected, deliver what
 // other servers stored meanwhile, and refresh the online list.
 func (r *relay) Resync() {
+	// Membership first: a leave announced while the bus was down must
+	// hold before the catch-up delivers what the room said meanwhile.
+	r.s.members.reloadAll(r.s.ctx, r.s.cfg.StoreTimeout)
 	r.mu.Lock()
 	from := max(r.high-seenWindow, r.floor)
 	r.mu.Unlock()

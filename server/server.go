@@ -133,6 +133,13 @@ type Server struct {
 	met      *metrics
 	hub      *hub
 	online   *online
+	// members knows which rooms the local users are in: who a room's
+	// messages go to (deliver).
+	members *memberships
+	// typing throttles typing notices per user and room.
+	typing *typingThrottle
+	// announced: direct rooms whose members this server announced.
+	announced announcedSet
 
 	// bcryptSlots bounds how many bcrypt computations run at once (one per
 	// core). A burst of 450 registrations otherwise starts 450 hashes that
@@ -219,15 +226,21 @@ func New(cfg Config, st store.Store, log *slog.Logger) (*Server, error) {
 		s.io.Emit("get users", users)
 	}, st, cfg.Bus, s.id, log)
 	s.relay = newRelay(s)
+	s.members = newMemberships(st, log)
+	s.members.changed = s.roomsChanged
+	s.typing = newTypingThrottle(typingEvery)
 	fctx, fcancel := context.WithTimeout(ctx, cfg.StoreTimeout)
-	newest, err := st.RecentMessages(fctx, 1)
+	// The newest id in any room: RecentMessages reads general only, and
+	// a floor below a room's newest message would make a catch-up deliver
+	// that room's older lines live.
+	newest, err := st.LatestMessageID(fctx)
 	fcancel()
 	if err != nil {
 		// Not fatal: the store may come up later (the server then runs
 		// degraded, see recentMessages); a catch-up then starts lower.
 		log.Warn("reading the newest message id at start-up", "err", err)
-	} else if len(newest) == 1 {
-		s.relay.setFloor(newest[0].ID)
+	} else {
+		s.relay.setFloor(newest)
 	}
 	if err := cfg.Bus.Subscribe(s.relay); err != nil {
 		cancel()
@@ -238,6 +251,7 @@ func New(cfg Config, st store.Store, log *slog.Logger) (*Server, error) {
 		defer s.wg.Done()
 		s.online.run(ctx)
 	}()
+	s.wg.Go(func() { s.members.run(ctx, cfg.StoreTimeout) })
 	return s, nil
 }
 

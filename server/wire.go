@@ -55,10 +55,42 @@ type wireMessage struct {
 	User string `json:"user"`
 	ID   int64  `json:"id"`
 	Time string `json:"time"`
+	// Edited is when the author last changed the text, left out if never.
+	Edited string `json:"edited,omitempty"`
 }
 
 func wireMsg(m store.Message) wireMessage {
-	return wireMessage{Msg: m.Content, User: m.Username, ID: m.ID, Time: m.Time.UTC().Format(time.RFC3339Nano)}
+	w := wireMessage{Msg: m.Content, User: m.Username, ID: m.ID, Time: wireTime(m.Time)}
+	if !m.Edited.IsZero() {
+		w.Edited = wireTime(m.Edited)
+	}
+	return w
+}
+
+func wireTime(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
+
+// visible returns ms without its deleted messages, for the seed's events
+// (`load all messages`, `load older messages`): a seed client knows no
+// deleted marker and would show an empty line from the author, so for it a
+// deleted message is simply gone. The ids still count as given (goLive and
+// givePage see the whole list), so nothing is sent twice.
+func visible(ms []store.Message) []store.Message {
+	n := 0
+	for _, m := range ms {
+		if !m.Deleted {
+			n++
+		}
+	}
+	if n == len(ms) {
+		return ms
+	}
+	out := make([]store.Message, 0, n)
+	for _, m := range ms {
+		if !m.Deleted {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 func wireMsgs(ms []store.Message) []wireMessage {
@@ -166,29 +198,48 @@ func outgoing(args []any, maxLen int) (text, clientID string, err error) {
 	if !isText {
 		return "", "", inputErr(msgMessageNotText)
 	}
-	if !utf8.ValidString(text) {
-		return "", "", inputErr("Message must be valid UTF-8 text")
-	}
-	if isBlank(text) {
-		return "", "", inputErr(msgMessageEmpty)
-	}
-	if n := utf8.RuneCountInString(text); n > maxLen {
-		return "", "", inputErr(fmt.Sprintf("Message is %d characters; the limit is %d", n, maxLen))
+	if err := checkText(text, maxLen); err != nil {
+		return "", "", err
 	}
 	if len(args) > 1 && args[1] != nil {
 		opts, isObj := args[1].(map[string]any)
 		if !isObj {
 			return "", "", inputErr(msgBadClientID)
 		}
-		if raw, has := opts["id"]; has && raw != nil {
-			id, isStr := raw.(string)
-			if !isStr || id == "" || utf8.RuneCountInString(id) > maxClientIDLen || !utf8.ValidString(id) {
-				return "", "", inputErr(msgBadClientID)
-			}
-			clientID = id
+		if clientID, err = clientIDOf(opts); err != nil {
+			return "", "", err
 		}
 	}
 	return text, clientID, nil
+}
+
+// checkText is the rule for a message's text, sent or edited: valid
+// UTF-8, not blank, at most maxLen characters.
+func checkText(text string, maxLen int) error {
+	if !utf8.ValidString(text) {
+		return inputErr("Message must be valid UTF-8 text")
+	}
+	if isBlank(text) {
+		return inputErr(msgMessageEmpty)
+	}
+	if n := utf8.RuneCountInString(text); n > maxLen {
+		return inputErr(fmt.Sprintf("Message is %d characters; the limit is %d", n, maxLen))
+	}
+	return nil
+}
+
+// clientIDOf reads the optional resend key `id` of obj: absent or null is
+// none, anything but a string of 1 to 128 characters is refused.
+func clientIDOf(obj map[string]any) (string, error) {
+	raw, has := obj["id"]
+	if !has || raw == nil {
+		return "", nil
+	}
+	id, isStr := raw.(string)
+	if !isStr || id == "" || utf8.RuneCountInString(id) > maxClientIDLen || !utf8.ValidString(id) {
+		return "", inputErr(msgBadClientID)
+	}
+	return id, nil
 }
 
 func isBlank(s string) bool {
@@ -269,5 +320,6 @@ func pageArgs(args []any) (before int64, limit int, err error) {
 		}
 		limit = int(l)
 	}
-	return int64(b), limit, nil
+	// Above every possible id (see maxMessageID) means "from the newest".
+	return min(int64(b), maxMessageID), limit, nil
 }

@@ -139,6 +139,12 @@ type Rooms interface {
 	// it is every registered user, by name; servers deliver general to
 	// every socket and have no need to ask.
 	Members(ctx context.Context, room int64) ([]string, error)
+	// MemberRooms returns the ids of the rooms other than General that
+	// username is a member of (public rooms joined, direct rooms), in
+	// ascending order; none for an empty or unknown username. It is the
+	// cheap form of ListRooms that servers read at every login to know
+	// which rooms' messages a socket receives.
+	MemberRooms(ctx context.Context, username string) ([]int64, error)
 	// DirectRoom returns the direct room of a and b, creating it on first
 	// use with both as members. Concurrent calls for one pair (in either
 	// order) return the same room. It returns ErrNotFound when either user

@@ -221,6 +221,28 @@ func (s *Store) IsMember(ctx context.Context, room int64, username string) (bool
 	return member, err
 }
 
+// MemberRooms implements store.Rooms.
+func (s *Store) MemberRooms(ctx context.Context, username string) ([]int64, error) {
+	rows, err := s.db.QueryContext(ctx,
+		`SELECT room_id FROM chat_room_members WHERE username = ? AND room_id <> 1 ORDER BY room_id`, username)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: member rooms: %w", err)
+	}
+	defer rows.Close()
+	ids := []int64{}
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("sqlite: member rooms: %w", err)
+		}
+		ids = append(ids, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: member rooms: %w", err)
+	}
+	return ids, nil
+}
+
 // Members implements store.Rooms.
 func (s *Store) Members(ctx context.Context, room int64) ([]string, error) {
 	if _, _, err := roomAccess(ctx, s.db, room, ""); err != nil {

@@ -26,6 +26,7 @@ var roomTests = []struct {
 	{"ConcurrentCreateRoom", testConcurrentCreateRoom},
 	{"JoinAndLeave", testJoinAndLeave},
 	{"DirectRoom", testDirectRoom},
+	{"MemberRooms", testMemberRooms},
 	{"ConcurrentDirectRoom", testConcurrentDirectRoom},
 	{"RoomHistory", testRoomHistory},
 	{"PrivateRoomStaysPrivate", testPrivateRoomStaysPrivate},
@@ -925,5 +926,43 @@ func testSearchAnyString(t *testing.T, s store.Store) {
 	}
 	if _, err := s.SearchMessages(c, "alice", strings.Repeat("a", store.MaxSearchQuery+1), 0, 10); !errors.Is(err, store.ErrInvalid) {
 		t.Errorf("overlong query = %v, want ErrInvalid", err)
+	}
+}
+
+func testMemberRooms(t *testing.T, s store.Store) {
+	c := ctx(t)
+	users(t, s, "alice", "bob", "carol")
+	lobby := mustRoom(t, s, "lobby", "alice")
+	other := mustRoom(t, s, "other", "carol")
+	if err := s.JoinRoom(c, lobby.ID, "bob"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.JoinRoom(c, store.General, "bob"); err != nil {
+		t.Fatal(err)
+	}
+	dm, err := s.DirectRoom(c, "bob", "carol")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		user string
+		want []int64
+	}{
+		{"bob", []int64{lobby.ID, dm.ID}},
+		{"alice", []int64{lobby.ID}},
+		{"carol", []int64{other.ID, dm.ID}},
+		{"nobody", []int64{}},
+		{"", []int64{}},
+	} {
+		got, err := s.MemberRooms(c, tc.user)
+		if err != nil || fmt.Sprint(got) != fmt.Sprint(tc.want) {
+			t.Errorf("MemberRooms(%q) = %v, %v; want %v (general never listed)", tc.user, got, err, tc.want)
+		}
+	}
+	if err := s.LeaveRoom(c, lobby.ID, "bob"); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.MemberRooms(c, "bob"); fmt.Sprint(got) != fmt.Sprint([]int64{dm.ID}) {
+		t.Errorf("MemberRooms(bob) after leaving lobby = %v, want [%d]", got, dm.ID)
 	}
 }
