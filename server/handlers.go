@@ -27,15 +27,7 @@ func (s *Server) onConnection(sock *socketio.Socket) {
 	c := &conn{sock: sock, sid: sock.ID(), base: s.log, peer: pr, capped: capped, rooms: s.members}
 	s.hub.join(c)
 
-	on := func(event string, h func(c *conn, args []any, ack func(any))) {
-		sock.On(event, func(args []any, ack func(...any)) { h(c, args, reply(ack)) })
-	}
-	on("register", s.onRegister)
-	on("login", s.onLogin)
-	on("logout", s.onLogout)
-	on("send message", s.onSend)
-	on("load older messages", s.onOlder)
-	s.onConversations(on)
+	sock.Handle(s.events, c)
 	sock.OnDisconnect(func(reason string) {
 		if capped {
 			s.guard.conns.Release(pr.key)
@@ -68,6 +60,22 @@ func (s *Server) onConnection(sock *socketio.Socket) {
 			s.resume(ctx, c, token)
 		}
 	})
+}
+
+// eventTable is every event a socket answers, built once per server and
+// shared by all sockets (socketio.Events says why).
+func (s *Server) eventTable() socketio.Events {
+	ev := socketio.Events{}
+	on := func(event string, h func(c *conn, args []any, ack func(any))) {
+		ev[event] = func(ctx any, args []any, ack func(...any)) { h(ctx.(*conn), args, reply(ack)) }
+	}
+	on("register", s.onRegister)
+	on("login", s.onLogin)
+	on("logout", s.onLogout)
+	on("send message", s.onSend)
+	on("load older messages", s.onOlder)
+	s.onConversations(on)
+	return ev
 }
 
 // recentMessages reads the history a new socket gets, trying again a few

@@ -120,9 +120,10 @@ func durationDefault(d *time.Duration, def time.Duration) {
 // Close once to disconnect every socket and stop its goroutines. It does not
 // close the store.
 type Server struct {
-	cfg   Config
-	store store.Store
-	log   *slog.Logger
+	cfg    Config
+	store  store.Store
+	log    *slog.Logger
+	events socketio.Events // every socket's handlers (eventTable)
 
 	id    string // cfg.ServerID
 	io    *socketio.Server
@@ -227,6 +228,7 @@ func New(cfg Config, st store.Store, log *slog.Logger) (*Server, error) {
 	}, st, cfg.Bus, s.id, log)
 	s.relay = newRelay(s)
 	s.members = newMemberships(st, log)
+	s.events = s.eventTable()
 	s.members.changed = s.roomsChanged
 	s.typing = newTypingThrottle(typingEvery)
 	fctx, fcancel := context.WithTimeout(ctx, cfg.StoreTimeout)

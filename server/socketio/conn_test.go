@@ -189,6 +189,31 @@ func TestAckOnce(t *testing.T) {
 	}
 }
 
+// TestHandleSharedEvents: a table set with Handle answers its events with
+// each socket's own context; a handler set with On for the same event wins.
+func TestHandleSharedEvents(t *testing.T) {
+	ev := Events{
+		"who":  func(ctx any, args []any, ack func(...any)) { ack(ctx) },
+		"both": func(ctx any, args []any, ack func(...any)) { ack("table") },
+	}
+	n := 0
+	r := newRig(t, Options{OnConnection: func(s *Socket) {
+		n++
+		s.Handle(ev, fmt.Sprint("socket ", n))
+		s.On("both", func(args []any, ack func(...any)) { ack("own") })
+	}})
+	c, f := r.open(4)
+	c.recv("0")
+	c.recv(`21["who"]`)
+	c.recv(`22["both"]`)
+	c.recv(`23["unknown"]`)
+	out := f.wait(t, 3)
+	time.Sleep(20 * time.Millisecond)
+	if out[1] != `31["socket 1"]` || out[2] != `32["own"]` || len(f.messages()) != 3 {
+		t.Errorf("got %q", f.messages())
+	}
+}
+
 // TestConnectThenEmitAtOnce is the race server/connectgate.go worked
 // around: an event sent right behind the CONNECT must reach a handler set
 // in OnConnection, every time.
