@@ -31,8 +31,11 @@ import (
 // the relay's own read of the message is 219 µs), and the answer grows
 // with the room. The price is a window as long as the bus's latency in
 // which another server still delivers to a user who just left a public
-// room (whose lines anyone may read by joining); direct rooms never change
-// members, so nothing private depends on it.
+// room (whose lines anyone may read by joining), and in which the user's
+// sockets on other servers do not yet get a room they just joined (the
+// lines are in the room's history when those tabs open it; CI caught a
+// test sending in that window); direct rooms never change members, so
+// nothing private depends on it.
 //
 // A load races with notices: a load that read the store before a notice
 // arrived must not install what it read over the notice. Each user carries
