@@ -321,7 +321,10 @@
     }
     li.appendChild(avatar);
     li.appendChild(body);
-    if (!pending && !m.deleted && user === state.me && hasId(m) && conv.supported) li.appendChild(messageTools(m));
+    if (!pending && !m.deleted && user === state.me && hasId(m) && conv.supported) {
+      li.appendChild(messageTools(m));
+      li.tabIndex = -1; // a tap on a touch screen focuses it, which shows the tools
+    }
     return li;
   }
 
@@ -819,7 +822,7 @@
   var cui = {
     conv: $('conv'), rooms: $('rooms'), create: $('room-create'), createName: $('room-new'),
     roomError: $('room-error'), title: $('room-title'), hash: document.querySelector('.room-name .hash'),
-    typing: $('typing'), roomEmpty: $('room-empty'), pane: document.querySelector('.pane'),
+    typing: $('typing'), toggleUnread: $('toggle-unread'), roomEmpty: $('room-empty'), pane: document.querySelector('.pane'),
     searchForm: $('search-form'), search: $('search'), searchBox: $('search-box'),
     searchStatus: $('search-status'), searchResults: $('search-results'), searchClose: $('search-close')
   };
@@ -944,6 +947,11 @@
       frag.appendChild(li);
     });
     cui.rooms.replaceChildren(frag);
+    // Folded away (phones): the toggle says how many unread wait elsewhere.
+    var elsewhere = conv.rooms.reduce(function (n, r) { return n + (r.member && r.id !== conv.current ? r.unread || 0 : 0); }, 0);
+    cui.toggleUnread.hidden = !elsewhere;
+    cui.toggleUnread.textContent = elsewhere > 999 ? '999+' : String(elsewhere);
+    cui.toggleUnread.title = elsewhere + ' unread in other rooms';
   }
 
   function renderTitle() {
@@ -1248,7 +1256,11 @@
     var now = Date.now();
     if (now - (conv.lastTyping[key] || 0) < 2500) return;
     conv.lastTyping[key] = now;
-    socket.emit('typing', { room: key }, function () {});
+    socket.emit('typing', { room: key }, function (res) {
+      // Refused as too soon (another tab of ours, a reload): the next
+      // keystroke a second from now tries again.
+      if (res && res.success === false && conv.lastTyping[key] === now) conv.lastTyping[key] = now - 1500;
+    });
   }
 
   function onTyping(t) {
