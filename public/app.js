@@ -860,7 +860,10 @@
     if (!state.connected || !state.me) return;
     var me = state.me;
     ask('list rooms').then(function (res) {
-      if (state.me !== me || !res.success || !Array.isArray(res.rooms)) return;
+      if (state.me !== me) return;
+      // Refused by the page budget (many changes at once): ask again shortly.
+      if (!res.success && conv.supported && /too fast/i.test(res.message || '')) { setTimeout(refreshRooms, 1000); return; }
+      if (!res.success || !Array.isArray(res.rooms)) return;
       var first = !conv.supported;
       conv.supported = true;
       if (conv.conn !== state.conn) reloadViews();

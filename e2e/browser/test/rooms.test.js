@@ -219,3 +219,32 @@ test('search: results newest first, a click jumps to the message in its room', T
   assert.equal(await A.page.textContent('#room-title'), bob);
   for (const o of [A, B]) assert.deepEqual(o.problems, { dialogs: [], errors: [] });
 });
+
+test('keyboard only: search, jump to the result, edit it', T, async () => {
+  assert.ok(A && B, 'needs the users of the first test');
+  const word = h.uniqueName('keys');
+  await roomButton(A.page, '#general').click();
+  await h.send(A.page, 'typed with ' + word);
+  await h.confirmed(A.page, 'typed with ' + word, alice).waitFor();
+  const page = A.page;
+  await page.focus('#search');
+  await page.keyboard.type(word);
+  await page.keyboard.press('Enter');
+  await page.locator('#search-results .result').first().waitFor();
+  for (let i = 0; i < 6 && !(await page.evaluate(() => document.activeElement.classList.contains('result'))); i++) {
+    await page.keyboard.press('Tab');
+  }
+  assert.equal(await page.evaluate(() => document.activeElement.classList.contains('result')), true, 'Tab reaches the result');
+  await page.keyboard.press('Enter');
+  const li = page.locator('#messages .msg.highlight').filter({ hasText: 'typed with ' + word });
+  await li.waitFor();
+  assert.equal(await li.evaluate((e) => e === document.activeElement), true, 'the message has the focus');
+  await page.keyboard.press('Tab');
+  assert.equal(await page.evaluate(() => document.activeElement.getAttribute('aria-label')), 'Edit message');
+  await page.keyboard.press('Enter');
+  await page.keyboard.press('End');
+  await page.keyboard.type(' (by keyboard)');
+  await page.keyboard.press('Enter');
+  await h.confirmed(B.page, 'typed with ' + word + ' (by keyboard)', alice).locator('.edited').waitFor();
+  for (const o of [A, B]) assert.deepEqual(o.problems, { dialogs: [], errors: [] });
+});
