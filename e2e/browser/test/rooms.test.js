@@ -228,6 +228,8 @@ test('keyboard only: search, jump to the result, edit it', T, async () => {
   await h.confirmed(A.page, 'typed with ' + word, alice).waitFor();
   const page = A.page;
   await page.focus('#search');
+  await page.keyboard.press('Escape'); // clears the last search
+  assert.equal(await page.inputValue('#search'), '');
   await page.keyboard.type(word);
   await page.keyboard.press('Enter');
   await page.locator('#search-results .result').first().waitFor();
