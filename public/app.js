@@ -822,7 +822,7 @@
   var cui = {
     conv: $('conv'), rooms: $('rooms'), create: $('room-create'), createName: $('room-new'),
     roomError: $('room-error'), title: $('room-title'), hash: document.querySelector('.room-name .hash'),
-    typing: $('typing'), toggleUnread: $('toggle-unread'), roomEmpty: $('room-empty'), pane: document.querySelector('.pane'),
+    typing: $('typing'), toggleUnread: $('toggle-unread'), toggleLabel: $('toggle-label'), roomEmpty: $('room-empty'), pane: document.querySelector('.pane'),
     searchForm: $('search-form'), search: $('search'), searchBox: $('search-box'),
     searchStatus: $('search-status'), searchResults: $('search-results'), searchClose: $('search-close')
   };
@@ -837,6 +837,8 @@
     conv.supported = false;
     conv.conn = 0;
     cui.conv.hidden = true;
+    ui.chat.classList.remove('conv-on');
+    cui.toggleLabel.textContent = 'Online';
     cui.searchBox.hidden = true;
     cui.searchResults.replaceChildren();
     cui.search.value = '';
@@ -870,6 +872,8 @@
       conv.conn = state.conn;
       conv.rooms = res.rooms.filter(function (r) { return r && typeof r.id === 'number'; });
       cui.conv.hidden = false;
+      ui.chat.classList.add('conv-on');
+      cui.toggleLabel.textContent = 'Rooms'; // phones: the folded list holds the rooms now
       if (first) {
         rerenderMessages(); // own messages get their edit and delete buttons
         renderUsers(state.users);

@@ -91,6 +91,11 @@ test('the conversation screens render styled: light, dark, phone', T, async () =
     await A.page.locator('#search-results .result').first().waitFor();
     await shot(A.page, 'rooms-light-search');
 
+    // Something unread for Dana's phone.
+    await roomButton(D.page, '#' + room).click();
+    await h.send(D.page, 'Deploy done, all green.');
+    await roomButton(A.page, '#' + room).locator('.unread').waitFor();
+
     // Phone width, light and dark: the folded sidebar and a room.
     for (const scheme of ['light', 'dark']) {
       const P = await h.openPage(browser, { viewport: { width: 390, height: 844 }, colorScheme: scheme, isMobile: true, hasTouch: true });
@@ -98,6 +103,8 @@ test('the conversation screens render styled: light, dark, phone', T, async () =
         await h.login(P.page, me);
         await roomButton(P.page, '#general').waitFor({ state: 'attached' });
         await h.confirmed(P.page, 'Great, thanks! Typo incoming: the end', me).waitFor();
+        await P.page.locator('#toggle-unread').getByText('1').waitFor();
+        assert.equal(await P.page.textContent('#toggle-label'), 'Rooms');
         await shot(P.page, `rooms-phone-${scheme}`);
         await P.page.click('#users-toggle');
         await roomButton(P.page, '#' + room).waitFor();
