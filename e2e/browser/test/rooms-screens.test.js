@@ -106,6 +106,12 @@ test('the conversation screens render styled: light, dark, phone', T, async () =
         await P.page.locator('#toggle-unread').getByText('1').waitFor();
         assert.equal(await P.page.textContent('#toggle-label'), 'Rooms');
         await shot(P.page, `rooms-phone-${scheme}`);
+        // A tap on one's own message shows its tools (no hover on phones).
+        const mine = h.confirmed(P.page, 'Great, thanks! Typo incoming: the end', me);
+        assert.equal(await mine.getByRole('button', { name: 'Edit message' }).isVisible(), false);
+        await mine.locator('.bubble').tap();
+        await mine.getByRole('button', { name: 'Edit message' }).waitFor();
+        await shot(P.page, `rooms-phone-${scheme}-tools`);
         await P.page.click('#users-toggle');
         await roomButton(P.page, '#' + room).waitFor();
         await shot(P.page, `rooms-phone-${scheme}-sidebar`);
