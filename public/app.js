@@ -3,9 +3,11 @@
 // get users, new message, reload) and uses the Go server's extensions
 // (README "Extensions") when they are there: the session token of the login
 // ack, the `session` event, message ids, the `send message` ack with a client
-// id, and `load older messages`. Against the original Node server, which has
-// none of them, it falls back to the seed's behaviour. User text is always
-// inserted as text, never as HTML.
+// id, and `load older messages`; and the conversation events (rooms, direct
+// messages, typing, edit and delete, search, mark read; see the section
+// "conversations" below), shown once the server answers `list rooms`.
+// Against the original Node server, which has none of them, it falls back to
+// the seed's behaviour. User text is always inserted as text, never as HTML.
 (function () {
   'use strict';
 
