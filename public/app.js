@@ -66,6 +66,7 @@
     typing: {},       // room -> {user: until (ms)}
     lastTyping: {},   // room -> when we last sent `typing`
     reads: {},        // room -> {timer, at} for `mark read`
+    scroll: {},       // room -> distance from the list's end when left (null: at the bottom)
     conn: 0           // the connection the views were loaded on
   };
 
@@ -836,6 +837,7 @@
     conv.typing = {};
     conv.lastTyping = {};
     conv.reads = {};
+    conv.scroll = {};
     conv.supported = false;
     conv.conn = 0;
     cui.conv.hidden = true;
@@ -1058,6 +1060,12 @@
   function currentLog() { return conv.current === GENERAL ? ui.messages : conv.views[conv.current].ol; }
 
   function showRoom(key) {
+    // Where the user was in the list left, to come back to it: a hidden
+    // list forgets its scroll position. null: at the bottom.
+    if (conv.current !== key && !ui.chat.hidden) {
+      var was = conv.current === GENERAL ? ui.messages : conv.views[conv.current] && conv.views[conv.current].ol;
+      if (was) conv.scroll[conv.current] = was.scrollHeight - was.scrollTop - was.clientHeight <= NEAR_BOTTOM_PX ? null : was.scrollHeight - was.scrollTop;
+    }
     conv.current = key;
     var general = key === GENERAL;
     ui.chat.classList.toggle('other-room', !general);
@@ -1067,13 +1075,16 @@
     renderTitle();
     renderRooms();
     renderTyping();
+    var back = conv.scroll[key];
+    delete conv.scroll[key];
     if (general) {
       cui.roomEmpty.hidden = true;
-      scrollToBottom();
+      if (back == null) scrollToBottom();
+      else { ui.messages.scrollTop = ui.messages.scrollHeight - back; state.wasAtBottom = false; }
       fillViewport();
     } else {
       updateRoomEmpty(v);
-      v.ol.scrollTop = v.ol.scrollHeight;
+      v.ol.scrollTop = back == null ? v.ol.scrollHeight : v.ol.scrollHeight - back;
       if (!v.loaded) loadRoomPage(v);
     }
     markReadSoon(key);

@@ -217,6 +217,16 @@ test('search: results newest first, a click jumps to the message in its room', T
   await results.nth(0).click();
   await A.page.locator('#chat .messages:not([hidden]) .msg.highlight').filter({ hasText: 'is new' }).waitFor();
   assert.equal(await A.page.textContent('#room-title'), bob);
+
+  // Back in general, the place read before is still on screen.
+  await roomButton(A.page, '#general').click();
+  const back = A.page.locator('#messages .msg').filter({ hasText: 'the ' + word + ' is old' });
+  await back.waitFor();
+  const stillInView = await back.evaluate((li) => {
+    const r = li.getBoundingClientRect(), box = li.parentElement.getBoundingClientRect();
+    return r.top >= box.top && r.bottom <= box.bottom;
+  });
+  assert.ok(stillInView, 'general keeps its scroll position across a visit to another room');
   for (const o of [A, B]) assert.deepEqual(o.problems, { dialogs: [], errors: [] });
 });
 
