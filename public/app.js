@@ -66,6 +66,7 @@
     typing: {},       // room -> {user: until (ms)}
     lastTyping: {},   // room -> when we last sent `typing`
     reads: {},        // room -> {timer, at} for `mark read`
+    changes: 0,       // counts our own changes to the room list (see refreshRooms)
     scroll: {},       // room -> distance from the list's end when left (null: at the bottom)
     conn: 0           // the connection the views were loaded on
   };
@@ -865,8 +866,12 @@
   function refreshRooms() {
     if (!state.connected || !state.me) return;
     var me = state.me;
+    var seq = conv.changes;
     ask('list rooms').then(function (res) {
-      if (state.me !== me) return;
+      // An answer read before our own latest change (a room created,
+      // joined, left) would undo it on screen; the list asked after that
+      // change is on its way.
+      if (state.me !== me || seq !== conv.changes) return;
       // Refused by the page budget (many changes at once): ask again shortly.
       if (!res.success && conv.supported && /too fast/i.test(res.message || '')) { setTimeout(refreshRooms, 1000); return; }
       if (!res.success || !Array.isArray(res.rooms)) return;
@@ -999,6 +1004,7 @@
   }
 
   function addRoom(room) {
+    conv.changes++;
     var r = roomById(room.id);
     if (r) { Object.keys(room).forEach(function (k) { r[k] = room[k]; }); return; }
     conv.rooms.push(room);
@@ -1010,6 +1016,7 @@
     roomError('');
     ask('join room', { room: r.id }).then(function (res) {
       if (!res.success) { roomError(res.message || 'Could not join the room.'); return; }
+      conv.changes++;
       r.member = true;
       r.unread = 0;
       renderRooms();
@@ -1023,6 +1030,7 @@
     roomError('');
     ask('leave room', { room: r.id }).then(function (res) {
       if (!res.success) { roomError(res.message || 'Could not leave the room.'); return; }
+      conv.changes++;
       r.member = false;
       r.unread = 0;
       var v = conv.views[r.id];
@@ -1055,9 +1063,6 @@
     conv.views[key] = v;
     return v;
   }
-
-  // currentLog is the list element on screen.
-  function currentLog() { return conv.current === GENERAL ? ui.messages : conv.views[conv.current].ol; }
 
   function showRoom(key) {
     // Where the user was in the list left, to come back to it: a hidden
