@@ -66,7 +66,8 @@
     typing: {},       // room -> {user: until (ms)}
     lastTyping: {},   // room -> when we last sent `typing`
     reads: {},        // room -> {timer, at} for `mark read`
-    changes: 0,       // counts our own changes to the room list (see refreshRooms)
+    changes: 0,
+    recount: null,    // a pending `list rooms` to correct the unread counts       // counts our own changes to the room list (see refreshRooms)
     scroll: {},       // room -> distance from the list's end when left (null: at the bottom)
     conn: 0           // the connection the views were loaded on
   };
@@ -839,6 +840,8 @@
     conv.lastTyping = {};
     conv.reads = {};
     conv.scroll = {};
+    clearTimeout(conv.recount);
+    conv.recount = null;
     conv.supported = false;
     conv.conn = 0;
     cui.conv.hidden = true;
@@ -1182,6 +1185,9 @@
     if (m.user !== state.me && m.id > (r.lastRead || 0)) {
       r.unread = (r.unread || 0) + 1;
       renderRooms();
+      // The count shown may already hold this message (a list read just
+      // after it was stored): the server's count settles it shortly.
+      if (!conv.recount) conv.recount = setTimeout(function () { conv.recount = null; refreshRooms(); }, 1500);
     }
   }
 

@@ -260,3 +260,21 @@ test('keyboard only: search, jump to the result, edit it', T, async () => {
   await h.confirmed(B.page, 'typed with ' + word + ' (by keyboard)', alice).locator('.edited').waitFor();
   for (const o of [A, B]) assert.deepEqual(o.problems, { dialogs: [], errors: [] });
 });
+
+test('a room on screen catches up after the connection was lost', T, async () => {
+  assert.ok(A && B, 'needs the users of the first test');
+  await roomButton(A.page, '@' + bob).click();
+  await A.page.locator('#chat .messages:not([hidden]) .msg').first().waitFor();
+  await A.context.setOffline(true);
+  await A.page.locator('#chat .status:not([data-state="connected"])').first().waitFor({ timeout: 20000 });
+  const missed = 'while you were away, ' + alice;
+  await roomButton(B.page, '@' + alice).click(); // Alice is no longer in the online list
+  await h.send(B.page, missed);
+  await shown(B.page, missed, bob).waitFor();
+  await A.context.setOffline(false);
+  await A.page.locator('#chat .status[data-state="connected"]').waitFor({ timeout: 20000 });
+  await shown(A.page, missed, bob).waitFor({ timeout: 15000 });
+  assert.equal(await A.page.textContent('#room-title'), bob, 'still in the same room');
+  assert.equal(await shown(A.page, missed, bob).count(), 1, 'shown once');
+  for (const o of [A, B]) assert.deepEqual(o.problems.dialogs, []);
+});
