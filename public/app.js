@@ -1382,6 +1382,7 @@
       });
     });
     area.focus();
+    form.scrollIntoView({ block: 'nearest' }); // the last message's form opens below the fold
   }
 
   function deleteMessage(m, btn) {
