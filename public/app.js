@@ -3,9 +3,11 @@
 // get users, new message, reload) and uses the Go server's extensions
 // (README "Extensions") when they are there: the session token of the login
 // ack, the `session` event, message ids, the `send message` ack with a client
-// id, and `load older messages`. Against the original Node server, which has
-// none of them, it falls back to the seed's behaviour. User text is always
-// inserted as text, never as HTML.
+// id, and `load older messages`; and the conversation events (rooms, direct
+// messages, typing, edit and delete, search, mark read; see the section
+// "conversations" below), shown once the server answers `list rooms`.
+// Against the original Node server, which has none of them, it falls back to
+// the seed's behaviour. User text is always inserted as text, never as HTML.
 (function () {
   'use strict';
 
@@ -53,6 +55,21 @@
     wasAtBottom: true,
     unread: 0,
     older: { loading: false, exhausted: false, unsupported: false, answered: false, timer: null, retryAt: 0 }
+  };
+
+  var GENERAL = 1; // the seed's one room
+  var conv = {
+    supported: false, // the server answered `list rooms`
+    rooms: [],        // the last `list rooms` answer
+    current: GENERAL, // the room shown: an id, or 'dm:<name>' for a direct room not yet made
+    views: {},        // room key -> view of a room other than general
+    typing: {},       // room -> {user: until (ms)}
+    lastTyping: {},   // room -> when we last sent `typing`
+    reads: {},        // room -> {timer, at} for `mark read`
+    changes: 0,
+    recount: null,    // a pending `list rooms` to correct the unread counts       // counts our own changes to the room list (see refreshRooms)
+    scroll: {},       // room -> distance from the list's end when left (null: at the bottom)
+    conn: 0           // the connection the views were loaded on
   };
 
   // ---------- local storage (may be unavailable: private modes, quotas) ----------
@@ -208,6 +225,7 @@
     flushOutbox();
     updateComposer();
     fillViewport();
+    if (state.authed) refreshRooms();
   }
 
   function leaveChat(notice) {
@@ -215,6 +233,7 @@
     state.me = null;
     state.authed = false;
     clearOutboxView();
+    resetConv();
     ui.chat.hidden = true;
     ui.auth.hidden = false;
     ui.chat.classList.remove('show-users');
@@ -297,10 +316,20 @@
         meta.appendChild(t);
       }
     }
+    if (m.edited && !m.deleted) meta.appendChild(node('span', 'edited', '(edited)'));
     body.appendChild(meta);
-    body.appendChild(node('div', 'text', String(m.msg == null ? '' : m.msg)));
+    if (m.deleted) {
+      li.classList.add('deleted');
+      body.appendChild(node('div', 'text deleted-text', 'Message deleted'));
+    } else {
+      body.appendChild(node('div', 'text', String(m.msg == null ? '' : m.msg)));
+    }
     li.appendChild(avatar);
     li.appendChild(body);
+    if (!pending && !m.deleted && user === state.me && hasId(m) && conv.supported) {
+      li.appendChild(messageTools(m));
+      li.tabIndex = -1; // a tap on a touch screen focuses it, which shows the tools
+    }
     return li;
   }
 
@@ -420,6 +449,7 @@
     if (follow) scrollToBottom();
     else ui.jump.hidden = false;
     if (document.hidden && m.user !== state.me) setUnread(state.unread + 1);
+    roomActivity(GENERAL, m);
   }
 
   function setUnread(n) {
@@ -510,7 +540,7 @@
   // fillViewport loads older messages while the list is too short to scroll
   // (scroll events never come then).
   function fillViewport() {
-    if (ui.chat.hidden) return;
+    if (ui.chat.hidden || conv.current !== GENERAL) return; // a hidden list has no height
     var box = ui.messages;
     if (box.scrollHeight <= box.clientHeight + NEAR_TOP_PX) loadOlder();
   }
@@ -733,10 +763,19 @@
     var frag = document.createDocumentFragment();
     names.forEach(function (name) {
       var li = node('li', name === state.me ? 'self' : '');
+      // With conversations, another user's name opens the direct room.
+      var box = li;
+      if (conv.supported && state.me && name !== state.me) {
+        box = node('button', 'user-btn');
+        box.type = 'button';
+        box.setAttribute('aria-label', 'Message ' + name);
+        box.addEventListener('click', function () { openDirect(name); });
+        li.appendChild(box);
+      }
       var dot = node('span', 'dot');
       dot.setAttribute('aria-hidden', 'true');
-      li.appendChild(dot);
-      li.appendChild(node('span', 'name', name));
+      box.appendChild(dot);
+      box.appendChild(node('span', 'name', name));
       if (name === state.me) li.appendChild(node('span', 'you muted', '(you)'));
       frag.appendChild(li);
     });
@@ -773,8 +812,701 @@
   function onComposerKey(e) {
     if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
       e.preventDefault();
-      sendMessage();
+      sendCurrent();
     }
+  }
+
+  // ---------- conversations (rooms, direct messages, typing, edits, search) ----------
+  // All of it appears once the server answers `list rooms` (the Go server's
+  // conversation events, docs/protocol.md); against a server that does not
+  // (the Node one) the page stays as it was. General (room 1) keeps the
+  // seed's machinery above: `load all messages`, `new message`, the outbox.
+  // Every other room is a view of its own: a list element filled from
+  // `room history` and `room message`, shown while the room is selected.
+
+  var cui = {
+    conv: $('conv'), rooms: $('rooms'), create: $('room-create'), createName: $('room-new'),
+    roomError: $('room-error'), title: $('room-title'), hash: document.querySelector('.room-name .hash'),
+    typing: $('typing'), toggleUnread: $('toggle-unread'), toggleLabel: $('toggle-label'), roomEmpty: $('room-empty'), pane: document.querySelector('.pane'),
+    searchForm: $('search-form'), search: $('search'), searchBox: $('search-box'),
+    searchStatus: $('search-status'), searchResults: $('search-results'), searchClose: $('search-close')
+  };
+
+  function resetConv() {
+    Object.keys(conv.views).forEach(function (k) { conv.views[k].ol.remove(); });
+    conv.views = {};
+    conv.rooms = [];
+    conv.typing = {};
+    conv.lastTyping = {};
+    conv.reads = {};
+    conv.scroll = {};
+    clearTimeout(conv.recount);
+    conv.recount = null;
+    conv.supported = false;
+    conv.conn = 0;
+    cui.conv.hidden = true;
+    ui.chat.classList.remove('conv-on');
+    cui.toggleLabel.textContent = 'Online';
+    cui.searchBox.hidden = true;
+    cui.searchResults.replaceChildren();
+    cui.search.value = '';
+    cui.roomError.textContent = '';
+    showRoom(GENERAL);
+  }
+
+  function roomById(id) {
+    for (var i = 0; i < conv.rooms.length; i++) if (conv.rooms[i].id === id) return conv.rooms[i];
+    return null;
+  }
+
+  function roomLabel(r) {
+    if (!r) return '';
+    return r.kind === 'direct' ? '@' + r.peer : '#' + r.name;
+  }
+
+  // refreshRooms asks for the room list again (after a login, `rooms
+  // changed`, a reconnection); answers that cross are harmless.
+  function refreshRooms() {
+    if (!state.connected || !state.me) return;
+    var me = state.me;
+    var seq = conv.changes;
+    ask('list rooms').then(function (res) {
+      // An answer read before our own latest change (a room created,
+      // joined, left) would undo it on screen; the list asked after that
+      // change is on its way.
+      if (state.me !== me || seq !== conv.changes) return;
+      // Refused by the page budget (many changes at once): ask again shortly.
+      if (!res.success && conv.supported && /too fast/i.test(res.message || '')) { setTimeout(refreshRooms, 1000); return; }
+      if (!res.success || !Array.isArray(res.rooms)) return;
+      var first = !conv.supported;
+      conv.supported = true;
+      if (conv.conn !== state.conn) reloadViews();
+      conv.conn = state.conn;
+      conv.rooms = res.rooms.filter(function (r) { return r && typeof r.id === 'number'; });
+      cui.conv.hidden = false;
+      ui.chat.classList.add('conv-on');
+      cui.toggleLabel.textContent = 'Rooms'; // phones: the folded list holds the rooms now
+      if (first) {
+        rerenderMessages(); // own messages get their edit and delete buttons
+        renderUsers(state.users);
+      }
+      // A room we were shown and are no longer in (left on another device).
+      var cur = conv.current;
+      if (typeof cur === 'number' && cur !== GENERAL) {
+        var r = roomById(cur);
+        if (!r || !r.member) showRoom(GENERAL);
+      }
+      // A direct room being drafted that now exists.
+      if (typeof cur === 'string') {
+        var d = directWith(cur.slice(3));
+        if (d) showRoom(d.id);
+      }
+      renderRooms();
+      renderTitle();
+      markReadSoon(conv.current);
+    });
+  }
+
+  // reloadViews reads the rooms on view again after a reconnection: their
+  // messages sent meanwhile never came.
+  function reloadViews() {
+    Object.keys(conv.views).forEach(function (k) {
+      var v = conv.views[k];
+      if (typeof v.key !== 'number') return;
+      v.loaded = false;
+      v.exhausted = false;
+      v.list.forEach(function (it) { it.li.remove(); });
+      v.list = [];
+      v.byId = {};
+      if (conv.current === v.key) loadRoomPage(v);
+    });
+  }
+
+  function directWith(peer) {
+    for (var i = 0; i < conv.rooms.length; i++) {
+      var r = conv.rooms[i];
+      if (r.kind === 'direct' && r.peer === peer) return r;
+    }
+    return null;
+  }
+
+  function renderRooms() {
+    var frag = document.createDocumentFragment();
+    conv.rooms.forEach(function (r) {
+      var li = node('li', 'room-item' + (r.member ? '' : ' not-member'));
+      li.dataset.room = String(r.id);
+      var open = node('button', 'room-btn');
+      open.type = 'button';
+      var label = roomLabel(r);
+      var n = r.member ? r.unread || 0 : 0;
+      if (!r.member) {
+        open.setAttribute('aria-label', 'Join ' + label);
+        open.addEventListener('click', function () { joinRoom(r); });
+      } else {
+        open.setAttribute('aria-label', label + (n ? ', ' + (n > 999 ? '999+' : n) + ' unread' : ''));
+        if (conv.current === r.id) open.setAttribute('aria-current', 'true');
+        open.addEventListener('click', function () { showRoom(r.id); closeSidebarOnPhone(); });
+      }
+      open.appendChild(node('span', 'room-label', label));
+      if (n) {
+        var badge = node('span', 'badge unread', n > 999 ? '999+' : String(n));
+        badge.setAttribute('aria-hidden', 'true');
+        open.appendChild(badge);
+      }
+      if (!r.member) open.appendChild(node('span', 'join-hint', 'Join'));
+      li.appendChild(open);
+      if (r.member && r.kind === 'public' && r.id !== GENERAL) {
+        var leave = node('button', 'leave-btn', '×');
+        leave.type = 'button';
+        leave.setAttribute('aria-label', 'Leave ' + label);
+        leave.title = 'Leave ' + label;
+        leave.addEventListener('click', function () { leaveRoom(r); });
+        li.appendChild(leave);
+      }
+      frag.appendChild(li);
+    });
+    cui.rooms.replaceChildren(frag);
+    // Folded away (phones): the toggle says how many unread wait elsewhere.
+    var elsewhere = conv.rooms.reduce(function (n, r) { return n + (r.member && r.id !== conv.current ? r.unread || 0 : 0); }, 0);
+    cui.toggleUnread.hidden = !elsewhere;
+    cui.toggleUnread.textContent = elsewhere > 999 ? '999+' : String(elsewhere);
+    cui.toggleUnread.title = elsewhere + ' unread in other rooms';
+  }
+
+  function renderTitle() {
+    var cur = conv.current;
+    var r = typeof cur === 'number' ? roomById(cur) : null;
+    var direct = typeof cur === 'string' || (r && r.kind === 'direct');
+    var name = typeof cur === 'string' ? cur.slice(3) : cur === GENERAL ? (r && r.name) || 'general' : r ? (direct ? r.peer : r.name) : '';
+    cui.hash.textContent = direct ? '@' : '#';
+    cui.title.textContent = name;
+    ui.text.placeholder = 'Message ' + (direct ? '@' : '#') + name;
+  }
+
+  function closeSidebarOnPhone() {
+    if (ui.chat.classList.contains('show-users')) {
+      ui.chat.classList.remove('show-users');
+      ui.usersToggle.setAttribute('aria-expanded', 'false');
+    }
+  }
+
+  function roomError(msg) { cui.roomError.textContent = msg || ''; }
+
+  function onCreateRoom(e) {
+    e.preventDefault();
+    var name = cui.createName.value;
+    if (!name.trim()) { roomError('Please enter a room name.'); cui.createName.focus(); return; }
+    roomError('');
+    ask('create room', { name: name }).then(function (res) {
+      if (!res.success || !res.room) { roomError(res.message || 'The room could not be created.'); cui.createName.focus(); return; }
+      cui.createName.value = '';
+      addRoom(res.room);
+      showRoom(res.room.id);
+      refreshRooms();
+    });
+  }
+
+  function addRoom(room) {
+    conv.changes++;
+    var r = roomById(room.id);
+    if (r) { Object.keys(room).forEach(function (k) { r[k] = room[k]; }); return; }
+    conv.rooms.push(room);
+    conv.rooms.sort(function (a, b) { return a.id - b.id; });
+    renderRooms();
+  }
+
+  function joinRoom(r) {
+    roomError('');
+    ask('join room', { room: r.id }).then(function (res) {
+      if (!res.success) { roomError(res.message || 'Could not join the room.'); return; }
+      conv.changes++;
+      r.member = true;
+      r.unread = 0;
+      renderRooms();
+      showRoom(r.id);
+      closeSidebarOnPhone();
+      refreshRooms();
+    });
+  }
+
+  function leaveRoom(r) {
+    roomError('');
+    ask('leave room', { room: r.id }).then(function (res) {
+      if (!res.success) { roomError(res.message || 'Could not leave the room.'); return; }
+      conv.changes++;
+      r.member = false;
+      r.unread = 0;
+      var v = conv.views[r.id];
+      if (v) { v.ol.remove(); delete conv.views[r.id]; }
+      if (conv.current === r.id) showRoom(GENERAL);
+      renderRooms();
+      refreshRooms();
+    });
+  }
+
+  // ----- room views -----
+
+  function viewFor(key) {
+    var v = conv.views[key];
+    if (v) return v;
+    var ol = node('ol', 'messages room-log');
+    ol.id = 'messages-' + String(key).replace(/[^a-zA-Z0-9_-]/g, '_');
+    ol.setAttribute('role', 'log');
+    ol.setAttribute('aria-live', 'polite');
+    ol.hidden = true;
+    v = { key: key, ol: ol, list: [], byId: {}, pending: [], loaded: typeof key === 'string', loading: false, exhausted: typeof key === 'string' };
+    var row = node('li', 'history-row');
+    row.hidden = true;
+    ol.appendChild(row);
+    v.row = row;
+    ol.addEventListener('scroll', function () {
+      if (ol.scrollTop <= NEAR_TOP_PX) loadRoomPage(v);
+    });
+    cui.pane.insertBefore(ol, ui.empty);
+    conv.views[key] = v;
+    return v;
+  }
+
+  function showRoom(key) {
+    // Where the user was in the list left, to come back to it: a hidden
+    // list forgets its scroll position. null: at the bottom.
+    if (conv.current !== key && !ui.chat.hidden) {
+      var was = conv.current === GENERAL ? ui.messages : conv.views[conv.current] && conv.views[conv.current].ol;
+      if (was) conv.scroll[conv.current] = was.scrollHeight - was.scrollTop - was.clientHeight <= NEAR_BOTTOM_PX ? null : was.scrollHeight - was.scrollTop;
+    }
+    conv.current = key;
+    var general = key === GENERAL;
+    ui.chat.classList.toggle('other-room', !general);
+    ui.messages.hidden = !general;
+    var v = general ? null : viewFor(key);
+    Object.keys(conv.views).forEach(function (k) { var w = conv.views[k]; w.ol.hidden = w !== v; });
+    renderTitle();
+    renderRooms();
+    renderTyping();
+    var back = conv.scroll[key];
+    delete conv.scroll[key];
+    if (general) {
+      cui.roomEmpty.hidden = true;
+      if (back == null) scrollToBottom();
+      else { ui.messages.scrollTop = ui.messages.scrollHeight - back; state.wasAtBottom = false; }
+      fillViewport();
+    } else {
+      updateRoomEmpty(v);
+      v.ol.scrollTop = back == null ? v.ol.scrollHeight : v.ol.scrollHeight - back;
+      if (!v.loaded) loadRoomPage(v);
+    }
+    markReadSoon(key);
+  }
+
+  function updateRoomEmpty(v) {
+    if (conv.current !== v.key) return;
+    cui.roomEmpty.hidden = !v.loaded || v.list.length > 0 || v.pending.length > 0;
+  }
+
+  function roomAtBottom(v) { return v.ol.scrollHeight - v.ol.scrollTop - v.ol.clientHeight <= NEAR_BOTTOM_PX; }
+
+  function viewMin(v) { return v.list.length ? v.list[0].m.id : null; }
+  function viewMax(v) { return v.list.length ? v.list[v.list.length - 1].m.id : 0; }
+
+  // roomInsert puts m in view v in id order, unless it is there already.
+  function roomInsert(v, m) {
+    if (!hasId(m) || v.byId[m.id]) return null;
+    var item = { m: m, li: messageNode(m) };
+    var at = v.list.length;
+    while (at > 0 && v.list[at - 1].m.id > m.id) at--;
+    var next = at < v.list.length ? v.list[at].li : (v.pending.length ? v.pending[0].li : null);
+    v.ol.insertBefore(item.li, next);
+    v.list.splice(at, 0, item);
+    v.byId[m.id] = item;
+    return item;
+  }
+
+  // loadRoomPage loads the newest page of a room the first time, and the
+  // page before its oldest message later; resolves when done.
+  function loadRoomPage(v, limit) {
+    if (v.loading || v.exhausted || typeof v.key !== 'number' || !state.connected) return Promise.resolve(false);
+    v.loading = true;
+    var before = viewMin(v);
+    var payload = { room: v.key, limit: limit || OLDER_LIMIT };
+    if (before != null) payload.before = before;
+    v.row.hidden = false;
+    v.row.dataset.kind = 'loading';
+    v.row.textContent = 'Loading older messages…';
+    return ask('room history', payload).then(function (res) {
+      v.loading = false;
+      v.row.hidden = true;
+      if (!res.success || !Array.isArray(res.messages)) {
+        if (/too fast/i.test(res.message || '')) return new Promise(function (r) { setTimeout(r, 700); }).then(function () { return loadRoomPage(v, limit); });
+        return false;
+      }
+      var first = !v.loaded;
+      v.loaded = true;
+      var box = v.ol;
+      var fromBottom = box.scrollHeight - box.scrollTop;
+      res.messages.forEach(function (m) { roomInsert(v, m); });
+      if (first) box.scrollTop = box.scrollHeight;
+      else box.scrollTop = box.scrollHeight - fromBottom;
+      if (res.messages.length < payload.limit) {
+        v.exhausted = true;
+        v.row.hidden = false;
+        v.row.dataset.kind = 'start';
+        v.row.textContent = 'Beginning of history';
+      }
+      updateRoomEmpty(v);
+      if (first) markReadSoon(v.key);
+      // Too short to scroll: no scroll event would ask for more.
+      if (!v.exhausted && conv.current === v.key && box.scrollHeight <= box.clientHeight + NEAR_TOP_PX) loadRoomPage(v);
+      return true;
+    });
+  }
+
+  function onRoomMessage(m) {
+    if (!validMessage(m) || !hasId(m) || typeof m.room !== 'number') return;
+    if (m.room === GENERAL) return; // general travels as `new message`
+    var v = conv.views[m.room];
+    if (!roomById(m.room)) refreshRooms(); // a new direct room, for instance
+    if (v && v.loaded) {
+      var follow = m.user === state.me || roomAtBottom(v);
+      if (m.user === state.me) claimRoomPending(v, m);
+      if (roomInsert(v, m) && follow) v.ol.scrollTop = v.ol.scrollHeight;
+      updateRoomEmpty(v);
+    }
+    roomActivity(m.room, m);
+  }
+
+  // roomActivity counts a message of another user in a room not on screen
+  // as unread, and marks the shown room read.
+  function roomActivity(room, m) {
+    if (!conv.supported) return;
+    var r = roomById(room);
+    if (!r) return;
+    var seen = conv.current === room && !document.hidden;
+    if (seen) { markReadSoon(room); return; }
+    if (m.user !== state.me && m.id > (r.lastRead || 0)) {
+      r.unread = (r.unread || 0) + 1;
+      renderRooms();
+      // The count shown may already hold this message (a list read just
+      // after it was stored): the server's count settles it shortly.
+      if (!conv.recount) conv.recount = setTimeout(function () { conv.recount = null; refreshRooms(); }, 1500);
+    }
+  }
+
+  // markReadSoon tells the server that the shown room is read up to its
+  // newest message: at most once a second per room (the server's room
+  // change budget), and never backwards.
+  function markReadSoon(key) {
+    if (typeof key !== 'number' || !conv.supported || !state.authed || document.hidden) return;
+    var r = roomById(key);
+    if (!r || !r.member) return;
+    var read = conv.reads[key] || (conv.reads[key] = { timer: null, at: 0 });
+    if (read.timer) return;
+    var wait = Math.max(0, read.at + 1000 - Date.now());
+    read.timer = setTimeout(function () {
+      read.timer = null;
+      if (conv.current !== key || document.hidden || !conv.supported) return;
+      var top = key === GENERAL ? maxId() : conv.views[key] ? viewMax(conv.views[key]) : 0;
+      if (r.unread) { r.unread = 0; renderRooms(); }
+      if (!top || top <= (r.lastRead || 0)) return;
+      read.at = Date.now();
+      r.lastRead = top;
+      ask('mark read', { room: key, message: top }).then(function (res) {
+        if (res.success && typeof res.lastRead === 'number') r.lastRead = Math.max(r.lastRead, res.lastRead);
+      });
+    }, wait);
+  }
+
+  // ----- sending -----
+
+  function sendCurrent() {
+    if (conv.current === GENERAL) { sendMessage(); return; }
+    var text = ui.text.value;
+    if (!text.trim() || !state.me) return;
+    var v = viewFor(conv.current);
+    var p = { cid: clientId(), text: text, li: messageNode({ msg: text, user: state.me }, true) };
+    p.li.dataset.cid = p.cid;
+    v.pending.push(p);
+    v.ol.appendChild(p.li);
+    v.ol.scrollTop = v.ol.scrollHeight;
+    updateRoomEmpty(v);
+    ui.text.value = '';
+    updateComposer();
+    ui.text.focus();
+    var key = v.key;
+    var req = typeof key === 'string'
+      ? ask('send direct message', { to: key.slice(3), msg: text, id: p.cid })
+      : ask('send room message', { room: key, msg: text, id: p.cid });
+    req.then(function (res) {
+      var i = v.pending.indexOf(p);
+      if (i >= 0) { v.pending.splice(i, 1); p.li.remove(); }
+      if (!res.success) {
+        roomError('Not sent: ' + (res.message || 'the message could not be sent.'));
+        if (!ui.text.value) { ui.text.value = text; updateComposer(); }
+        updateRoomEmpty(v);
+        return;
+      }
+      roomError('');
+      if (typeof key === 'string') {
+        // The direct room exists now: show it in place of the draft.
+        v.ol.remove();
+        delete conv.views[key];
+        addRoom({ id: res.room, name: '', kind: 'direct', peer: res.peer || key.slice(3), member: true, lastRead: 0, unread: 0 });
+        if (conv.current === key) showRoom(res.room);
+        refreshRooms();
+        return;
+      }
+      if (hasId({ id: res.id }) && !v.byId[res.id]) {
+        roomInsert(v, { msg: text, user: state.me, id: res.id, room: key, time: new Date().toISOString() });
+        v.ol.scrollTop = v.ol.scrollHeight;
+      }
+      updateRoomEmpty(v);
+    });
+  }
+
+  function claimRoomPending(v, m) {
+    for (var i = 0; i < v.pending.length; i++) {
+      if (v.pending[i].text === m.msg) { v.pending[i].li.remove(); v.pending.splice(i, 1); return; }
+    }
+  }
+
+  // openDirect shows the direct room with peer, or a draft of it that the
+  // first message creates.
+  function openDirect(peer) {
+    closeSidebarOnPhone();
+    var r = directWith(peer);
+    showRoom(r ? r.id : 'dm:' + peer);
+    ui.text.focus();
+  }
+
+  // ----- typing -----
+
+  // typingSoon tells the room that we are typing: at most one notice every
+  // 2.5 s per room (the server allows one every 2 s).
+  function typingSoon() {
+    var key = conv.current;
+    if (!conv.supported || typeof key !== 'number' || !canFlush() || !ui.text.value.trim()) return;
+    var now = Date.now();
+    if (now - (conv.lastTyping[key] || 0) < 2500) return;
+    conv.lastTyping[key] = now;
+    socket.emit('typing', { room: key }, function (res) {
+      // Refused as too soon (another tab of ours, a reload): the next
+      // keystroke a second from now tries again.
+      if (res && res.success === false && conv.lastTyping[key] === now) conv.lastTyping[key] = now - 1500;
+    });
+  }
+
+  function onTyping(t) {
+    if (!t || typeof t !== 'object' || typeof t.room !== 'number' || typeof t.user !== 'string') return;
+    if (t.user === state.me) return;
+    var ttl = typeof t.ttl === 'number' && t.ttl > 0 ? Math.min(t.ttl, 30000) : 5000;
+    var room = conv.typing[t.room] || (conv.typing[t.room] = {});
+    room[t.user] = Date.now() + ttl;
+    renderTyping();
+    setTimeout(renderTyping, ttl + 50);
+  }
+
+  // A message from someone ends their typing notice.
+  function stopTyping(room, user) {
+    if (conv.typing[room] && conv.typing[room][user]) { delete conv.typing[room][user]; renderTyping(); }
+  }
+
+  function renderTyping() {
+    var room = conv.typing[conv.current] || {};
+    var now = Date.now();
+    var names = Object.keys(room).filter(function (u) { return room[u] > now; }).sort();
+    Object.keys(room).forEach(function (u) { if (room[u] <= now) delete room[u]; });
+    var text = !names.length ? ''
+      : names.length === 1 ? names[0] + ' is typing…'
+      : names.length === 2 ? names[0] + ' and ' + names[1] + ' are typing…'
+      : names.length + ' people are typing…';
+    if (cui.typing.textContent !== text) cui.typing.textContent = text;
+  }
+
+  // ----- edit and delete -----
+
+  function messageTools(m) {
+    var tools = node('div', 'tools');
+    var edit = node('button', 'tool', 'Edit');
+    edit.type = 'button';
+    edit.setAttribute('aria-label', 'Edit message');
+    edit.addEventListener('click', function () { startEdit(tools.parentNode, m); });
+    var del = node('button', 'tool', 'Delete');
+    del.type = 'button';
+    del.setAttribute('aria-label', 'Delete message');
+    del.addEventListener('click', function () { deleteMessage(m, del); });
+    tools.appendChild(edit);
+    tools.appendChild(del);
+    return tools;
+  }
+
+  function startEdit(li, m) {
+    if (!li || li.querySelector('.edit-form')) return;
+    var text = li.querySelector('.text');
+    var form = node('form', 'edit-form');
+    var area = node('textarea', 'edit-text');
+    area.value = m.msg;
+    area.rows = 2;
+    area.maxLength = MAX_LEN;
+    area.setAttribute('aria-label', 'Edit message');
+    var err = node('p', 'error small');
+    err.setAttribute('role', 'alert');
+    var save = node('button', 'primary small', 'Save');
+    save.type = 'submit';
+    save.setAttribute('aria-label', 'Save edit');
+    var cancel = node('button', 'ghost small', 'Cancel');
+    cancel.type = 'button';
+    cancel.setAttribute('aria-label', 'Cancel edit');
+    var row = node('div', 'edit-actions');
+    row.appendChild(save);
+    row.appendChild(cancel);
+    form.appendChild(area);
+    form.appendChild(row);
+    form.appendChild(err);
+    text.hidden = true;
+    text.after(form);
+    li.classList.add('editing');
+    var done = function () { form.remove(); text.hidden = false; li.classList.remove('editing'); };
+    cancel.addEventListener('click', function () { done(); ui.text.focus(); });
+    area.addEventListener('keydown', function (e) {
+      if (e.key === 'Escape') { e.preventDefault(); done(); ui.text.focus(); }
+      if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) { e.preventDefault(); form.requestSubmit(); }
+    });
+    form.addEventListener('submit', function (e) {
+      e.preventDefault();
+      if (!area.value.trim()) { err.textContent = 'Message must not be empty'; return; }
+      if (area.value === m.msg) { done(); return; }
+      save.disabled = true;
+      ask('edit message', { message: m.id, msg: area.value, id: clientId() }).then(function (res) {
+        save.disabled = false;
+        if (!res.success || !res.message) { err.textContent = res.message || 'The message could not be changed.'; return; }
+        updateMessage(res.message);
+      });
+    });
+    area.focus();
+    form.scrollIntoView({ block: 'nearest' }); // the last message's form opens below the fold
+  }
+
+  function deleteMessage(m, btn) {
+    btn.disabled = true;
+    ask('delete message', { message: m.id, id: clientId() }).then(function (res) {
+      btn.disabled = false;
+      if (!res.success || !res.message) { roomError(res.message || 'The message could not be deleted.'); return; }
+      updateMessage(res.message);
+    });
+  }
+
+  // updateMessage shows an edited or deleted message as it is now.
+  function updateMessage(m) {
+    if (!validMessage(m) || !hasId(m)) return;
+    var room = typeof m.room === 'number' ? m.room : GENERAL;
+    var item = room === GENERAL ? state.byId[m.id] : conv.views[room] && conv.views[room].byId[m.id];
+    if (!item) return;
+    var merged = {};
+    Object.keys(item.m).forEach(function (k) { merged[k] = item.m[k]; });
+    Object.keys(m).forEach(function (k) { merged[k] = m[k]; });
+    item.m = merged;
+    var fresh = messageNode(merged);
+    item.li.replaceWith(fresh);
+    item.li = fresh;
+  }
+
+  // ----- search -----
+
+  function onSearch(e) {
+    e.preventDefault();
+    var q = cui.search.value.trim();
+    if (!q) { closeSearch(); return; }
+    cui.searchBox.hidden = false;
+    cui.searchStatus.textContent = 'Searching…';
+    cui.searchResults.replaceChildren();
+    ask('search', { q: q, limit: 30 }).then(function (res) {
+      if (cui.search.value.trim() !== q) return;
+      if (!res.success || !Array.isArray(res.messages)) { cui.searchStatus.textContent = res.message || 'Search failed.'; return; }
+      cui.searchStatus.textContent = res.messages.length ? res.messages.length + (res.messages.length === 30 ? '+' : '') + ' found' : 'Nothing found';
+      var frag = document.createDocumentFragment();
+      res.messages.forEach(function (m) {
+        if (!validMessage(m) || !hasId(m)) return;
+        var li = node('li');
+        var b = node('button', 'result');
+        b.type = 'button';
+        b.dataset.id = String(m.id);
+        var r = roomById(typeof m.room === 'number' ? m.room : GENERAL);
+        var head = node('span', 'result-meta');
+        head.appendChild(node('span', 'result-room', r ? roomLabel(r) : '#general'));
+        head.appendChild(node('span', 'result-user', String(m.user)));
+        var when = m.time ? formatTime(m.time) : null;
+        if (when) head.appendChild(node('span', 'result-time', when));
+        b.appendChild(head);
+        b.appendChild(node('span', 'result-text', String(m.msg)));
+        b.addEventListener('click', function () { jumpTo(m); });
+        li.appendChild(b);
+        frag.appendChild(li);
+      });
+      cui.searchResults.replaceChildren(frag);
+    });
+  }
+
+  function closeSearch() {
+    cui.searchBox.hidden = true;
+    cui.searchResults.replaceChildren();
+    cui.searchStatus.textContent = '';
+  }
+
+  // jumpTo selects the message's room, pages its history back until the
+  // message is there, and scrolls to it, highlighted.
+  function jumpTo(m) {
+    var room = typeof m.room === 'number' ? m.room : GENERAL;
+    closeSidebarOnPhone();
+    showRoom(room);
+    var tries = 0;
+    var step = function () {
+      var item = room === GENERAL ? state.byId[m.id] : conv.views[room] && conv.views[room].byId[m.id];
+      if (item) { highlight(item.li); return; }
+      if (tries++ > 40 || conv.current !== room) return;
+      var more = room === GENERAL ? olderGeneral() : loadRoomPage(viewFor(room), 100);
+      more.then(function (got) { if (got) step(); else if (room !== GENERAL) setTimeout(step, 300); });
+    };
+    step();
+  }
+
+  // olderGeneral loads one page of general before its oldest message.
+  function olderGeneral() {
+    var before = minId();
+    if (before == null) return Promise.resolve(false);
+    return ask('load older messages', { before: before, limit: 100 }).then(function (res) {
+      if (!res.success) {
+        return new Promise(function (r) { setTimeout(r, 700); }).then(function () { return true; });
+      }
+      var msgs = (res.messages || []).filter(function (x) { return validMessage(x) && hasId(x); });
+      if (!msgs.length) { state.older.exhausted = true; showHistoryRow('start'); return false; }
+      prependKeepingView(msgs);
+      return true;
+    });
+  }
+
+  function highlight(li) {
+    li.scrollIntoView({ block: 'center' });
+    li.classList.remove('highlight');
+    void li.offsetWidth; // restart the animation
+    li.classList.add('highlight');
+    li.setAttribute('tabindex', '-1');
+    li.focus({ preventScroll: true });
+    setTimeout(function () { li.classList.remove('highlight'); }, 4000);
+  }
+
+  function wireConversations() {
+    socket.on('room message', function (m) {
+      if (m && typeof m.user === 'string') stopTyping(m.room, m.user);
+      onRoomMessage(m);
+    });
+    socket.on('new message', function (m) { if (m && typeof m.user === 'string') stopTyping(GENERAL, m.user); });
+    socket.on('message edited', updateMessage);
+    socket.on('message deleted', updateMessage);
+    socket.on('typing', onTyping);
+    socket.on('rooms changed', refreshRooms);
+    cui.create.addEventListener('submit', onCreateRoom);
+    cui.searchForm.addEventListener('submit', onSearch);
+    cui.searchClose.addEventListener('click', function () { closeSearch(); cui.search.focus(); });
+    cui.search.addEventListener('keydown', function (e) { if (e.key === 'Escape' && cui.search.value) { cui.search.value = ''; closeSearch(); } });
   }
 
   // ---------- connection ----------
@@ -875,7 +1607,11 @@
     setStatus('reconnecting');
     if (!socket.active) socket.connect();
   });
-  document.addEventListener('visibilitychange', function () { if (!document.hidden) setUnread(0); });
+  document.addEventListener('visibilitychange', function () {
+    if (document.hidden) return;
+    setUnread(0);
+    markReadSoon(conv.current);
+  });
 
   ui.form.addEventListener('submit', onAuthSubmit);
   ui.toggle.addEventListener('click', function () { setMode(state.mode === 'login' ? 'register' : 'login'); });
@@ -884,12 +1620,14 @@
   document.addEventListener('keydown', function (e) {
     if (e.key === 'Escape' && ui.chat.classList.contains('show-users')) { toggleUsers(); ui.usersToggle.focus(); }
   });
-  ui.composer.addEventListener('submit', function (e) { e.preventDefault(); sendMessage(); });
+  ui.composer.addEventListener('submit', function (e) { e.preventDefault(); sendCurrent(); });
   ui.text.addEventListener('keydown', onComposerKey);
   ui.text.addEventListener('input', updateComposer);
+  ui.text.addEventListener('input', typingSoon);
   ui.messages.addEventListener('scroll', onScroll);
   if (window.ResizeObserver) new ResizeObserver(onResize).observe(ui.messages);
   ui.jump.addEventListener('click', function () { scrollToBottom(); ui.text.focus(); });
+  wireConversations();
 
   setMode('login');
   // A stored session goes straight to the chat; the server confirms it with

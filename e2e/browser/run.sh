@@ -4,9 +4,10 @@
 # runs it on a free loopback port with a throw-away SQLite store, runs the
 # tests against it, and stops it. Exits non-zero if anything fails.
 #   bash e2e/browser/run.sh
-# Screenshots land in e2e/browser/out/. E2E_PORT_MIN/E2E_PORT_MAX bound the
-# ports tried (default 3100..3199). The suite takes about 4 minutes on two
-# shared cores; 600 s is the hard stop. test/node-reference.test.js runs the
+# Screenshots land in e2e/browser/out/ (test/rooms-screens.test.js also
+# copies its own to $PAGE_SHOTS when that is set). E2E_PORT_MIN/E2E_PORT_MAX
+# bound the ports tried (default 3100..3199). The suite takes about 5.5
+# minutes on two shared cores; 600 s is the hard stop. test/node-reference.test.js runs the
 # same page against the Node reference server (loadtest/reference) and skips
 # itself without PostgreSQL on 127.0.0.1:5432 or that folder's node_modules.
 # test/failover*.test.js run a primary and a backup on PostgreSQL (a

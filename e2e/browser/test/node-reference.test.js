@@ -105,6 +105,10 @@ test('against the Node server: log in, chat, no duplicates, no token kept', T, a
       assert.equal(await h.pending(p).count(), 0, 'no pending left: the echo confirms');
     }
     assert.equal(await A.page.evaluate(() => localStorage.getItem('chat.outbox')), null, 'the outbox is empty');
+    // No conversation events on the Node server: no rooms, search, direct
+    // messages or edit buttons, the page as it was.
+    assert.equal(await A.page.isVisible('#conv'), false, 'no room list');
+    assert.equal(await A.page.locator('#messages .tools, #users .user-btn').count(), 0, 'no edit or message buttons');
     await h.message(A.page, 'hello node', me).first().waitFor();
     // (An empty room still says "Beginning of history": Node sends it all.)
     assert.equal(await A.page.isVisible('#messages .history-row[data-kind="loading"]'), false, 'no paging without ids');
