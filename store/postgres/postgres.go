@@ -199,9 +199,7 @@ func (s *Store) User(ctx context.Context, username string) (store.User, error) {
 
 // AddMessage implements store.Messages.
 func (s *Store) AddMessage(ctx context.Context, m store.Message) (store.Message, bool, error) {
-	if m.RoomID == 0 {
-		m.RoomID = store.General
-	}
+	m = store.NewMessage(m)
 	if m.RoomID != store.General {
 		if err := s.checkMember(ctx, s.db, m.RoomID, m.Username); err != nil {
 			return store.Message{}, false, err
@@ -223,7 +221,6 @@ func (s *Store) AddMessage(ctx context.Context, m store.Message) (store.Message,
 		return store.Message{}, false, fmt.Errorf("postgres: add message: %w", err)
 	}
 	m.Time = m.Time.UTC()
-	m.Edited, m.Deleted = time.Time{}, false
 	return m, true, nil
 }
 

@@ -20,37 +20,31 @@ type querier interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
-// roomAccess returns room's kind and whether username is a member of it
-// (always true in General), or ErrNotFound.
-func roomAccess(ctx context.Context, q querier, room int64, username string) (store.RoomKind, bool, error) {
-	var (
-		kind   store.RoomKind
-		member bool
-	)
+// roomAccess reads room's kind and whether username is a member of it
+// (always true in General), or returns ErrNotFound.
+func roomAccess(ctx context.Context, q querier, room int64, username string) (store.RoomAccess, error) {
+	a := store.RoomAccess{Room: room}
 	err := q.QueryRowContext(ctx, `
 		SELECT kind, id = 1 OR EXISTS (
 			SELECT 1 FROM chat_room_members WHERE room_id = $1 AND username = $2)
-		FROM chat_rooms WHERE id = $1`, room, username).Scan(&kind, &member)
+		FROM chat_rooms WHERE id = $1`, room, username).Scan(&a.Kind, &a.Member)
 	if errors.Is(err, sql.ErrNoRows) {
-		return "", false, store.ErrNotFound
+		return store.RoomAccess{}, store.ErrNotFound
 	}
 	if err != nil {
-		return "", false, fmt.Errorf("postgres: room access: %w", err)
+		return store.RoomAccess{}, fmt.Errorf("postgres: room access: %w", err)
 	}
-	return kind, member, nil
+	return a, nil
 }
 
 // checkMember returns nil when username may read and write room,
 // ErrForbidden when not, ErrNotFound when there is no such room.
 func (s *Store) checkMember(ctx context.Context, q querier, room int64, username string) error {
-	_, member, err := roomAccess(ctx, q, room, username)
+	a, err := roomAccess(ctx, q, room, username)
 	if err != nil {
 		return err
 	}
-	if !member {
-		return store.ErrForbidden
-	}
-	return nil
+	return a.CheckMember()
 }
 
 const roomColumns = `id, name, kind, created_by, created_at`
@@ -64,12 +58,9 @@ func scanRoom(row interface{ Scan(...any) error }) (store.Room, error) {
 
 // CreateRoom implements store.Rooms.
 func (s *Store) CreateRoom(ctx context.Context, name, creator string) (store.Room, error) {
-	name, err := store.ValidateRoomName(name)
+	name, err := store.ValidateNewRoom(name, creator)
 	if err != nil {
 		return store.Room{}, err
-	}
-	if creator == "" {
-		return store.Room{}, store.ErrForbidden
 	}
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
@@ -162,14 +153,12 @@ func (s *Store) JoinRoom(ctx context.Context, room int64, username string) error
 		return fmt.Errorf("postgres: join room: %w", err)
 	}
 	defer tx.Rollback()
-	kind, member, err := roomAccess(ctx, tx, room, username)
-	switch {
-	case err != nil:
+	a, err := roomAccess(ctx, tx, room, username)
+	if err != nil {
 		return err
-	case room == store.General || member:
-		return nil
-	case kind != store.Public:
-		return store.ErrForbidden
+	}
+	if join, err := a.Join(); !join {
+		return err // nil for General or a room they are in
 	}
 	res, err := tx.ExecContext(ctx, `
 		INSERT INTO chat_room_members (room_id, username) VALUES ($1, $2)
@@ -196,12 +185,12 @@ func (s *Store) JoinRoom(ctx context.Context, room int64, username string) error
 
 // LeaveRoom implements store.Rooms.
 func (s *Store) LeaveRoom(ctx context.Context, room int64, username string) error {
-	kind, _, err := roomAccess(ctx, s.db, room, username)
+	a, err := roomAccess(ctx, s.db, room, username)
 	if err != nil {
 		return err
 	}
-	if room == store.General || kind != store.Public {
-		return store.ErrForbidden
+	if err := a.Leave(); err != nil {
+		return err
 	}
 	if _, err := s.db.ExecContext(ctx,
 		`DELETE FROM chat_room_members WHERE room_id = $1 AND username = $2`, room, username); err != nil {
@@ -212,8 +201,8 @@ func (s *Store) LeaveRoom(ctx context.Context, room int64, username string) erro
 
 // IsMember implements store.Rooms.
 func (s *Store) IsMember(ctx context.Context, room int64, username string) (bool, error) {
-	_, member, err := roomAccess(ctx, s.db, room, username)
-	return member, err
+	a, err := roomAccess(ctx, s.db, room, username)
+	return a.Member, err
 }
 
 // MemberRooms implements store.Rooms.
@@ -240,7 +229,7 @@ func (s *Store) MemberRooms(ctx context.Context, username string) ([]int64, erro
 
 // Members implements store.Rooms.
 func (s *Store) Members(ctx context.Context, room int64) ([]string, error) {
-	if _, _, err := roomAccess(ctx, s.db, room, ""); err != nil {
+	if _, err := roomAccess(ctx, s.db, room, ""); err != nil {
 		return nil, err
 	}
 	query := `SELECT username FROM chat_room_members WHERE room_id = $1 ORDER BY joined_at, username`
@@ -274,10 +263,10 @@ func (s *Store) Members(ctx context.Context, room int64) ([]string, error) {
 // nothing, and its SELECT (a new snapshot under READ COMMITTED) finds the
 // room with both members already in it.
 func (s *Store) DirectRoom(ctx context.Context, a, b string) (store.Room, error) {
-	if a == b {
-		return store.Room{}, &store.InvalidError{Reason: "a direct conversation needs two different users"}
+	lo, hi, err := store.DirectPair(a, b)
+	if err != nil {
+		return store.Room{}, err
 	}
-	lo, hi := min(a, b), max(a, b)
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return store.Room{}, fmt.Errorf("postgres: direct room: %w", err)
@@ -418,16 +407,11 @@ func (s *Store) LatestMessageID(ctx context.Context) (int64, error) {
 
 // EditMessage implements store.RoomMessages.
 func (s *Store) EditMessage(ctx context.Context, id int64, username, content, clientID string) (store.Message, bool, error) {
-	if strings.TrimSpace(content) == "" {
-		return store.Message{}, false, &store.InvalidError{Reason: "an edit cannot leave the message empty; delete it instead"}
-	}
-	return s.change(ctx, id, username, clientID, func(tx *sql.Tx, m store.Message) (bool, error) {
-		if m.Deleted {
-			return false, store.ErrNotFound
-		}
+	c := store.MessageChange{ID: id, Username: username, ClientID: clientID, Content: content}
+	return s.change(ctx, c, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx,
 			`UPDATE chat_history SET content = $2, edited_at = now() WHERE id = $1`, id, content)
-		return true, err
+		return err
 	})
 }
 
@@ -435,33 +419,31 @@ func (s *Store) EditMessage(ctx context.Context, id int64, username, content, cl
 // rather than kept: the user asked for the text to go, and the Node
 // server, which knows no deleted marker, must not show it either.
 func (s *Store) DeleteMessage(ctx context.Context, id int64, username, clientID string) (store.Message, bool, error) {
-	return s.change(ctx, id, username, clientID, func(tx *sql.Tx, m store.Message) (bool, error) {
-		if m.Deleted {
-			return false, nil
-		}
+	c := store.MessageChange{ID: id, Username: username, ClientID: clientID, Delete: true}
+	return s.change(ctx, c, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx,
 			`UPDATE chat_history SET content = '', deleted_at = now() WHERE id = $1`, id)
-		return true, err
+		return err
 	})
 }
 
-// change runs apply on message id for its author in one transaction. The
-// change's client id is recorded first: a concurrent resend blocks on that
-// row until this transaction ends, then finds it and applies nothing.
-func (s *Store) change(ctx context.Context, id int64, username, clientID string,
-	apply func(tx *sql.Tx, m store.Message) (bool, error)) (store.Message, bool, error) {
-	if username == "" {
-		return store.Message{}, false, store.ErrForbidden
+// change makes c in one transaction, calling write when c.Check allows
+// it. The change's client id is recorded first: a concurrent resend
+// blocks on that row until this transaction ends, then finds it and
+// applies nothing.
+func (s *Store) change(ctx context.Context, c store.MessageChange, write func(tx *sql.Tx) error) (store.Message, bool, error) {
+	if err := c.Validate(); err != nil {
+		return store.Message{}, false, err
 	}
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return store.Message{}, false, fmt.Errorf("postgres: change message: %w", err)
 	}
 	defer tx.Rollback()
-	if clientID != "" {
+	if c.ClientID != "" {
 		res, err := tx.ExecContext(ctx, `
 			INSERT INTO chat_message_changes (username, client_id, message_id) VALUES ($1, $2, $3)
-			ON CONFLICT DO NOTHING`, username, clientID, id)
+			ON CONFLICT DO NOTHING`, c.Username, c.ClientID, c.ID)
 		if err != nil {
 			return store.Message{}, false, fmt.Errorf("postgres: change message: %w", err)
 		}
@@ -471,7 +453,7 @@ func (s *Store) change(ctx context.Context, id int64, username, clientID string,
 			// transaction the INSERT waited for.
 			if err := tx.QueryRowContext(ctx, `
 				SELECT message_id FROM chat_message_changes WHERE username = $1 AND client_id = $2`,
-				username, clientID).Scan(&prev); err != nil {
+				c.Username, c.ClientID).Scan(&prev); err != nil {
 				return store.Message{}, false, fmt.Errorf("postgres: change message: %w", err)
 			}
 		}
@@ -480,26 +462,20 @@ func (s *Store) change(ctx context.Context, id int64, username, clientID string,
 			return m, false, err
 		}
 	}
-	m, err := messageByID(ctx, tx, id, true)
+	m, err := messageByID(ctx, tx, c.ID, true)
 	if err != nil {
 		return store.Message{}, false, err
 	}
-	if m.Username != username {
-		// Someone who cannot read the room learns nothing, not even
-		// that the message exists.
-		if err := s.checkMember(ctx, tx, m.RoomID, username); err != nil {
-			return store.Message{}, false, store.ErrNotFound
-		}
-		return store.Message{}, false, store.ErrForbidden
-	}
-	applied, err := apply(tx, m)
+	applied, err := c.Check(m, func(room int64) bool { return s.checkMember(ctx, tx, room, c.Username) == nil })
 	if err != nil {
-		if errors.Is(err, store.ErrNotFound) {
-			return store.Message{}, false, err
-		}
-		return store.Message{}, false, fmt.Errorf("postgres: change message: %w", err)
+		return store.Message{}, false, err
 	}
-	if m, err = messageByID(ctx, tx, id, false); err != nil {
+	if applied {
+		if err := write(tx); err != nil {
+			return store.Message{}, false, fmt.Errorf("postgres: change message: %w", err)
+		}
+	}
+	if m, err = messageByID(ctx, tx, c.ID, false); err != nil {
 		return store.Message{}, false, err
 	}
 	if err := tx.Commit(); err != nil {
@@ -512,9 +488,12 @@ func (s *Store) change(ctx context.Context, id int64, username, clientID string,
 // query as plain words (no operators), so no string is a syntax error; the
 // expression matches the chat_history_search index.
 func (s *Store) SearchMessages(ctx context.Context, username, query string, before int64, limit int) ([]store.Message, error) {
-	query, err := cleanQuery(query)
-	if err != nil || query == "" || limit <= 0 {
-		return []store.Message{}, err
+	if err := store.ValidateSearchQuery(query); err != nil {
+		return nil, err
+	}
+	query = cleanQuery(query)
+	if query == "" || limit <= 0 {
+		return []store.Message{}, nil
 	}
 	rows, err := s.db.QueryContext(ctx, `
 		SELECT `+messageColumns+` FROM chat_history
@@ -532,11 +511,8 @@ func (s *Store) SearchMessages(ctx context.Context, username, query string, befo
 
 // cleanQuery makes any string a valid query text: PostgreSQL text holds
 // neither NUL nor invalid UTF-8.
-func cleanQuery(q string) (string, error) {
-	if len(q) > store.MaxSearchQuery {
-		return "", &store.InvalidError{Reason: "search query is too long"}
-	}
+func cleanQuery(q string) string {
 	q = strings.ToValidUTF8(q, " ")
 	q = strings.ReplaceAll(q, "\x00", " ")
-	return strings.TrimSpace(q), nil
+	return strings.TrimSpace(q)
 }

@@ -27,37 +27,31 @@ type querier interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
-// roomAccess returns room's kind and whether username is a member of it
-// (always true in General), or ErrNotFound.
-func roomAccess(ctx context.Context, q querier, room int64, username string) (store.RoomKind, bool, error) {
-	var (
-		kind   store.RoomKind
-		member bool
-	)
+// roomAccess reads room's kind and whether username is a member of it
+// (always true in General), or returns ErrNotFound.
+func roomAccess(ctx context.Context, q querier, room int64, username string) (store.RoomAccess, error) {
+	a := store.RoomAccess{Room: room}
 	err := q.QueryRowContext(ctx, `
 		SELECT kind, id = 1 OR EXISTS (
 			SELECT 1 FROM chat_room_members WHERE room_id = ?1 AND username = ?2)
-		FROM chat_rooms WHERE id = ?1`, room, username).Scan(&kind, &member)
+		FROM chat_rooms WHERE id = ?1`, room, username).Scan(&a.Kind, &a.Member)
 	if errors.Is(err, sql.ErrNoRows) {
-		return "", false, store.ErrNotFound
+		return store.RoomAccess{}, store.ErrNotFound
 	}
 	if err != nil {
-		return "", false, fmt.Errorf("sqlite: room access: %w", err)
+		return store.RoomAccess{}, fmt.Errorf("sqlite: room access: %w", err)
 	}
-	return kind, member, nil
+	return a, nil
 }
 
 // checkMember returns nil when username may read and write room,
 // ErrForbidden when not, ErrNotFound when there is no such room.
 func checkMember(ctx context.Context, q querier, room int64, username string) error {
-	_, member, err := roomAccess(ctx, q, room, username)
+	a, err := roomAccess(ctx, q, room, username)
 	if err != nil {
 		return err
 	}
-	if !member {
-		return store.ErrForbidden
-	}
-	return nil
+	return a.CheckMember()
 }
 
 const roomColumns = `id, name, kind, created_by, created_at`
@@ -74,12 +68,9 @@ func scanRoom(row interface{ Scan(...any) error }) (store.Room, error) {
 
 // CreateRoom implements store.Rooms.
 func (s *Store) CreateRoom(ctx context.Context, name, creator string) (store.Room, error) {
-	name, err := store.ValidateRoomName(name)
+	name, err := store.ValidateNewRoom(name, creator)
 	if err != nil {
 		return store.Room{}, err
-	}
-	if creator == "" {
-		return store.Room{}, store.ErrForbidden
 	}
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
@@ -172,14 +163,12 @@ func (s *Store) JoinRoom(ctx context.Context, room int64, username string) error
 		return fmt.Errorf("sqlite: join room: %w", err)
 	}
 	defer tx.Rollback()
-	kind, member, err := roomAccess(ctx, tx, room, username)
-	switch {
-	case err != nil:
+	a, err := roomAccess(ctx, tx, room, username)
+	if err != nil {
 		return err
-	case room == store.General || member:
-		return nil
-	case kind != store.Public:
-		return store.ErrForbidden
+	}
+	if join, err := a.Join(); !join {
+		return err // nil for General or a room they are in
 	}
 	if _, err := tx.ExecContext(ctx,
 		`INSERT INTO chat_room_members (room_id, username) VALUES (?, ?)`, room, username); err != nil {
@@ -201,12 +190,12 @@ func (s *Store) JoinRoom(ctx context.Context, room int64, username string) error
 
 // LeaveRoom implements store.Rooms.
 func (s *Store) LeaveRoom(ctx context.Context, room int64, username string) error {
-	kind, _, err := roomAccess(ctx, s.db, room, username)
+	a, err := roomAccess(ctx, s.db, room, username)
 	if err != nil {
 		return err
 	}
-	if room == store.General || kind != store.Public {
-		return store.ErrForbidden
+	if err := a.Leave(); err != nil {
+		return err
 	}
 	if _, err := s.db.ExecContext(ctx,
 		`DELETE FROM chat_room_members WHERE room_id = ? AND username = ?`, room, username); err != nil {
@@ -217,8 +206,8 @@ func (s *Store) LeaveRoom(ctx context.Context, room int64, username string) erro
 
 // IsMember implements store.Rooms.
 func (s *Store) IsMember(ctx context.Context, room int64, username string) (bool, error) {
-	_, member, err := roomAccess(ctx, s.db, room, username)
-	return member, err
+	a, err := roomAccess(ctx, s.db, room, username)
+	return a.Member, err
 }
 
 // MemberRooms implements store.Rooms.
@@ -245,7 +234,7 @@ func (s *Store) MemberRooms(ctx context.Context, username string) ([]int64, erro
 
 // Members implements store.Rooms.
 func (s *Store) Members(ctx context.Context, room int64) ([]string, error) {
-	if _, _, err := roomAccess(ctx, s.db, room, ""); err != nil {
+	if _, err := roomAccess(ctx, s.db, room, ""); err != nil {
 		return nil, err
 	}
 	query := `SELECT username FROM chat_room_members WHERE room_id = ? ORDER BY joined_at, rowid`
@@ -276,10 +265,10 @@ func (s *Store) Members(ctx context.Context, room int64) ([]string, error) {
 // Open), so two calls for one pair run one after the other and the second
 // finds the first one's room.
 func (s *Store) DirectRoom(ctx context.Context, a, b string) (store.Room, error) {
-	if a == b {
-		return store.Room{}, &store.InvalidError{Reason: "a direct conversation needs two different users"}
+	lo, hi, err := store.DirectPair(a, b)
+	if err != nil {
+		return store.Room{}, err
 	}
-	lo, hi := min(a, b), max(a, b)
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return store.Room{}, fmt.Errorf("sqlite: direct room: %w", err)
@@ -413,16 +402,11 @@ func (s *Store) LatestMessageID(ctx context.Context) (int64, error) {
 
 // EditMessage implements store.RoomMessages.
 func (s *Store) EditMessage(ctx context.Context, id int64, username, content, clientID string) (store.Message, bool, error) {
-	if strings.TrimSpace(content) == "" {
-		return store.Message{}, false, &store.InvalidError{Reason: "an edit cannot leave the message empty; delete it instead"}
-	}
-	return s.change(ctx, id, username, clientID, func(tx *sql.Tx, m store.Message) (bool, error) {
-		if m.Deleted {
-			return false, store.ErrNotFound
-		}
+	c := store.MessageChange{ID: id, Username: username, ClientID: clientID, Content: content}
+	return s.change(ctx, c, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx,
 			`UPDATE chat_history SET content = ?, edited_at = `+nowMillis+` WHERE id = ?`, content, id)
-		return true, err
+		return err
 	})
 }
 
@@ -430,34 +414,31 @@ func (s *Store) EditMessage(ctx context.Context, id int64, username, content, cl
 // rather than kept, so the text is gone from the file and the FTS index
 // (the update trigger removes its words).
 func (s *Store) DeleteMessage(ctx context.Context, id int64, username, clientID string) (store.Message, bool, error) {
-	return s.change(ctx, id, username, clientID, func(tx *sql.Tx, m store.Message) (bool, error) {
-		if m.Deleted {
-			return false, nil
-		}
+	c := store.MessageChange{ID: id, Username: username, ClientID: clientID, Delete: true}
+	return s.change(ctx, c, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx,
 			`UPDATE chat_history SET content = '', deleted_at = `+nowMillis+` WHERE id = ?`, id)
-		return true, err
+		return err
 	})
 }
 
-// change runs apply on message id for its author in one transaction, which
-// begins IMMEDIATE: changes are serialised, so a resent change's client id
-// is always found.
-func (s *Store) change(ctx context.Context, id int64, username, clientID string,
-	apply func(tx *sql.Tx, m store.Message) (bool, error)) (store.Message, bool, error) {
-	if username == "" {
-		return store.Message{}, false, store.ErrForbidden
+// change makes c in one transaction, calling write when c.Check allows
+// it. The transaction begins IMMEDIATE: changes are serialised, so a
+// resent change's client id is always found.
+func (s *Store) change(ctx context.Context, c store.MessageChange, write func(tx *sql.Tx) error) (store.Message, bool, error) {
+	if err := c.Validate(); err != nil {
+		return store.Message{}, false, err
 	}
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return store.Message{}, false, fmt.Errorf("sqlite: change message: %w", err)
 	}
 	defer tx.Rollback()
-	if clientID != "" {
+	if c.ClientID != "" {
 		var prev int64
 		err := tx.QueryRowContext(ctx,
 			`SELECT message_id FROM chat_message_changes WHERE username = ? AND client_id = ?`,
-			username, clientID).Scan(&prev)
+			c.Username, c.ClientID).Scan(&prev)
 		switch {
 		case err == nil:
 			m, err := messageByID(ctx, tx, prev)
@@ -466,33 +447,27 @@ func (s *Store) change(ctx context.Context, id int64, username, clientID string,
 			return store.Message{}, false, fmt.Errorf("sqlite: change message: %w", err)
 		}
 	}
-	m, err := messageByID(ctx, tx, id)
+	m, err := messageByID(ctx, tx, c.ID)
 	if err != nil {
 		return store.Message{}, false, err
 	}
-	if m.Username != username {
-		// Someone who cannot read the room learns nothing, not even
-		// that the message exists.
-		if err := checkMember(ctx, tx, m.RoomID, username); err != nil {
-			return store.Message{}, false, store.ErrNotFound
-		}
-		return store.Message{}, false, store.ErrForbidden
-	}
-	applied, err := apply(tx, m)
+	applied, err := c.Check(m, func(room int64) bool { return checkMember(ctx, tx, room, c.Username) == nil })
 	if err != nil {
-		if errors.Is(err, store.ErrNotFound) {
-			return store.Message{}, false, err
-		}
-		return store.Message{}, false, fmt.Errorf("sqlite: change message: %w", err)
+		return store.Message{}, false, err
 	}
-	if clientID != "" {
-		if _, err := tx.ExecContext(ctx,
-			`INSERT INTO chat_message_changes (username, client_id, message_id) VALUES (?, ?, ?)`,
-			username, clientID, id); err != nil {
+	if applied {
+		if err := write(tx); err != nil {
 			return store.Message{}, false, fmt.Errorf("sqlite: change message: %w", err)
 		}
 	}
-	if m, err = messageByID(ctx, tx, id); err != nil {
+	if c.ClientID != "" {
+		if _, err := tx.ExecContext(ctx,
+			`INSERT INTO chat_message_changes (username, client_id, message_id) VALUES (?, ?, ?)`,
+			c.Username, c.ClientID, c.ID); err != nil {
+			return store.Message{}, false, fmt.Errorf("sqlite: change message: %w", err)
+		}
+	}
+	if m, err = messageByID(ctx, tx, c.ID); err != nil {
 		return store.Message{}, false, err
 	}
 	if err := tx.Commit(); err != nil {
@@ -505,8 +480,8 @@ func (s *Store) change(ctx context.Context, id int64, username, clientID string,
 // descending rowid (= id) order, so a page stops after limit readable
 // matches instead of sorting them all.
 func (s *Store) SearchMessages(ctx context.Context, username, query string, before int64, limit int) ([]store.Message, error) {
-	if len(query) > store.MaxSearchQuery {
-		return nil, &store.InvalidError{Reason: "search query is too long"}
+	if err := store.ValidateSearchQuery(query); err != nil {
+		return nil, err
 	}
 	match := ftsQuery(query)
 	if match == "" || limit <= 0 {

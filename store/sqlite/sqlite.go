@@ -154,9 +154,7 @@ func (s *Store) User(ctx context.Context, username string) (store.User, error) {
 
 // AddMessage implements store.Messages.
 func (s *Store) AddMessage(ctx context.Context, m store.Message) (store.Message, bool, error) {
-	if m.RoomID == 0 {
-		m.RoomID = store.General
-	}
+	m = store.NewMessage(m)
 	if m.RoomID != store.General {
 		if err := checkMember(ctx, s.db, m.RoomID, m.Username); err != nil {
 			return store.Message{}, false, err
@@ -180,7 +178,6 @@ func (s *Store) AddMessage(ctx context.Context, m store.Message) (store.Message,
 		return store.Message{}, false, fmt.Errorf("sqlite: add message: %w", err)
 	}
 	m.Time = time.UnixMilli(ms).UTC()
-	m.Edited, m.Deleted = time.Time{}, false
 	return m, true, nil
 }
 
