@@ -656,6 +656,14 @@ func testDeleteMessage(t *testing.T, s store.Store) {
 	if _, applied, err := s.DeleteMessage(c, m.ID, "alice", ""); err != nil || applied {
 		t.Errorf("second delete = %v, applied %v; want not applied", err, applied)
 	}
+	// A client id is one per change, whichever kind: an edit reusing the
+	// delete's is its resend.
+	if got, applied, err := s.EditMessage(c, m.ID, "alice", "back", "d1"); err != nil || applied || !got.Deleted {
+		t.Errorf("edit with the delete's client id = %+v, %v, applied %v; want the deleted message, not applied", got, err, applied)
+	}
+	if _, _, err := s.DeleteMessage(c, keep.ID, "", ""); !errors.Is(err, store.ErrForbidden) {
+		t.Errorf("deleting as no user = %v, want ErrForbidden", err)
+	}
 	if _, _, err := s.EditMessage(c, m.ID, "alice", "back", ""); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("editing a deleted message = %v, want ErrNotFound", err)
 	}
