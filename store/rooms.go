@@ -186,6 +186,15 @@ type RoomMessages interface {
 	// LatestMessageID returns the highest message id in any room, 0 when
 	// there are none: where a server's bus catch-up starts.
 	LatestMessageID(ctx context.Context) (int64, error)
+	// ChangedSince returns the messages of any room edited or deleted at
+	// or after since, by the database's clock (the time of the message's
+	// last edit or of its delete), as stored now: deleted ones marked,
+	// with empty Content. Of more than limit, only the limit most
+	// recently changed; oldest change first, ties by id. limit <= 0
+	// returns none. Like MessagesAfter it checks no permission: it is
+	// what a server replays after its bus connection was down, each
+	// change delivered to the members of the message's room only.
+	ChangedSince(ctx context.Context, since time.Time, limit int) ([]Message, error)
 	// EditMessage replaces the content of message id and sets its Edited
 	// time. Only the author may: another user gets ErrForbidden, or
 	// ErrNotFound when they cannot read the message's room at all. A

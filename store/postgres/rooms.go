@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/chatd/chat/store"
 )
@@ -403,6 +404,25 @@ func (s *Store) LatestMessageID(ctx context.Context) (int64, error) {
 		return 0, fmt.Errorf("postgres: latest message id: %w", err)
 	}
 	return id, nil
+}
+
+// ChangedSince implements store.RoomMessages. Each side of the OR walks
+// its partial index (migration 0006). The times are now() of the change's
+// transaction: its start, not its commit, which a caller's margin covers.
+func (s *Store) ChangedSince(ctx context.Context, since time.Time, limit int) ([]store.Message, error) {
+	if limit <= 0 {
+		return []store.Message{}, nil
+	}
+	rows, err := s.db.QueryContext(ctx, `
+		SELECT `+messageColumns+` FROM (
+			SELECT `+messageColumns+`, greatest(edited_at, deleted_at) AS changed_at
+			FROM chat_history WHERE edited_at >= $1 OR deleted_at >= $1
+			ORDER BY changed_at DESC, id DESC LIMIT $2
+		) c ORDER BY changed_at, id`, since, limit)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: changed since: %w", err)
+	}
+	return scanMessages(rows)
 }
 
 // EditMessage implements store.RoomMessages.

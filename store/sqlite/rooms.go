@@ -400,6 +400,26 @@ func (s *Store) LatestMessageID(ctx context.Context) (int64, error) {
 	return id, nil
 }
 
+// ChangedSince implements store.RoomMessages. Each side of the OR walks
+// its partial index (migration 0004); times are Unix milliseconds, so since
+// counts from the start of its millisecond.
+func (s *Store) ChangedSince(ctx context.Context, since time.Time, limit int) ([]store.Message, error) {
+	if limit <= 0 {
+		return []store.Message{}, nil
+	}
+	rows, err := s.db.QueryContext(ctx, `
+		SELECT `+messageColumns+` FROM (
+			SELECT `+messageColumns+`,
+				max(coalesce(edited_at, 0), coalesce(deleted_at, 0)) AS changed_at
+			FROM chat_history WHERE edited_at >= ?1 OR deleted_at >= ?1
+			ORDER BY changed_at DESC, id DESC LIMIT ?2
+		) ORDER BY changed_at, id`, since.UnixMilli(), limit)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: changed since: %w", err)
+	}
+	return scanMessages(rows)
+}
+
 // EditMessage implements store.RoomMessages.
 func (s *Store) EditMessage(ctx context.Context, id int64, username, content, clientID string) (store.Message, bool, error) {
 	c := store.MessageChange{ID: id, Username: username, ClientID: clientID, Content: content}

@@ -34,6 +34,7 @@ var roomTests = []struct {
 	{"EditIdempotent", testEditIdempotent},
 	{"ConcurrentEditResends", testConcurrentEditResends},
 	{"DeleteMessage", testDeleteMessage},
+	{"ChangedSince", testChangedSince},
 	{"ReadMarkers", testReadMarkers},
 	{"UnreadCounts", testUnreadCounts},
 	{"Search", testSearch},
@@ -669,6 +670,85 @@ func testDeleteMessage(t *testing.T, s store.Store) {
 	}
 	if found, _ := s.SearchMessages(c, "alice", "regrettable", 0, 10); len(found) != 0 {
 		t.Errorf("search finds a deleted message: %+v", found)
+	}
+}
+
+// changes describes messages as a replay shows them: each one's text, or
+// "-" for a deleted one, and its room when not General.
+func changes(ms []store.Message) string {
+	out := make([]string, len(ms))
+	for i, m := range ms {
+		out[i] = m.Content
+		if m.Deleted {
+			out[i] = "-"
+		}
+		if m.RoomID != store.General {
+			out[i] += fmt.Sprint("@", m.RoomID)
+		}
+	}
+	return "[" + strings.Join(out, " | ") + "]"
+}
+
+func testChangedSince(t *testing.T, s store.Store) {
+	c := ctx(t)
+	users(t, s, "alice", "bob")
+	dm := mustDirect(t, s, "alice", "bob")
+	post(t, s, 0, "alice", "never changed")
+	early := post(t, s, 0, "alice", "early")
+	typo := post(t, s, 0, "alice", "typo")
+	regret := post(t, s, dm.ID, "alice", "regret")
+	late := post(t, s, 0, "bob", "late")
+	both := post(t, s, 0, "bob", "edited, then deleted")
+	edit := func(m store.Message, text string) store.Message {
+		t.Helper()
+		got, _, err := s.EditMessage(c, m.ID, m.Username, text, "")
+		if err != nil {
+			t.Fatalf("EditMessage(%d): %v", m.ID, err)
+		}
+		return got
+	}
+	del := func(m store.Message) {
+		t.Helper()
+		if _, _, err := s.DeleteMessage(c, m.ID, m.Username, ""); err != nil {
+			t.Fatalf("DeleteMessage(%d): %v", m.ID, err)
+		}
+	}
+	edit(early, "early, edited")
+	edit(both, "both, edited")
+	// SQLite keeps milliseconds: the changes below come strictly later.
+	time.Sleep(5 * time.Millisecond)
+	mark := edit(typo, "fixed").Edited
+	del(regret)
+	edit(late, "late, edited")
+	del(both) // edited before the mark, deleted after it
+	// From here on, changes happen in id order, so that ties within a
+	// millisecond sort the same.
+	tests := []struct {
+		name  string
+		since time.Time
+		limit int
+		want  string
+	}{
+		{"every change, in order", time.Time{}, 10, "[early, edited | fixed | -@" + fmt.Sprint(dm.ID) + " | late, edited | -]"},
+		{"at or after the mark, any room", mark, 10, "[fixed | -@" + fmt.Sprint(dm.ID) + " | late, edited | -]"},
+		{"the newest two, oldest first", mark, 2, "[late, edited | -]"},
+		{"the newest of all", time.Time{}, 1, "[-]"},
+		{"nothing later", mark.Add(time.Hour), 10, "[]"},
+		{"zero limit", time.Time{}, 0, "[]"},
+	}
+	for _, tt := range tests {
+		got, err := s.ChangedSince(c, tt.since, tt.limit)
+		if err != nil {
+			t.Fatalf("%s: ChangedSince: %v", tt.name, err)
+		}
+		if g := changes(got); g != tt.want || got == nil {
+			t.Errorf("%s: ChangedSince(%v, %d) = %s, want %s", tt.name, tt.since, tt.limit, g, tt.want)
+		}
+	}
+	// As stored now: the edit's time, the row's id and room.
+	got, _ := s.ChangedSince(c, mark, 1_000)
+	if len(got) != 4 || got[0].ID != typo.ID || !got[0].Edited.Equal(mark) || got[1].ID != regret.ID || got[1].RoomID != dm.ID || got[1].Content != "" {
+		t.Errorf("ChangedSince(mark) = %+v", got)
 	}
 }
 
