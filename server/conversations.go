@@ -525,17 +525,20 @@ func (s *Server) deliverChange(m store.Message) <-chan struct{} {
 	return s.toRoom(m.RoomID, 0, roomEventText(name, m))
 }
 
-// relayEdit delivers here an edit or delete made on another server.
-func (s *Server) relayEdit(id int64) {
+// relayEdit delivers here an edit or delete made on another server. It
+// returns the store's error when it cannot read the message; the relay
+// then replays changes from the store.
+func (s *Server) relayEdit(id int64) error {
 	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.StoreTimeout)
 	defer cancel()
 	m, err := s.store.Message(ctx, id)
 	if err != nil {
 		s.met.storeErrors.WithLabelValues("relay").Inc()
 		s.log.Warn("relay: reading an edited message", "id", id, "err", err)
-		return
+		return err
 	}
 	s.deliverChange(m)
+	return nil
 }
 
 // Typing notices.
