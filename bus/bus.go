@@ -21,6 +21,8 @@ const (
 	// from the database, which settles any reordering of notices.
 	KindMember = "member"
 	// KindEdit: message ID was edited or deleted; receivers read it again.
+	// Edits and deletes missed while the connection was down are found by
+	// their time after Resync.
 	KindEdit = "edit"
 	// KindTyping: User is typing in Room. Never stored; a receiver that
 	// misses one loses nothing that lasts.
