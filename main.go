@@ -350,7 +350,7 @@ func newSettings(c *config) *settings {
 	s.add("write-timeout", "WRITE_TIMEOUT", "10s",
 		"a WebSocket client that takes no byte of what it is sent for this long is disconnected; negative disables",
 		"a duration like 10s, or negative to turn the timeout off", durationIn(&c.writeTimeout, nonZero))
-	s.add("poll-batch", "POLL_BATCH", "50ms",
+	s.add("poll-batch", "POLL_BATCH", "250ms",
 		"least time between two answers to one long-polling client while messages keep coming; negative answers each at once",
 		"a duration like 150ms, or negative to answer every message at once", durationIn(&c.pollBatch, nonZero))
 	s.add("max-conns-per-ip", "MAX_CONNS_PER_IP", "1000",

@@ -52,7 +52,7 @@ type Config struct {
 	BodyTimeout, WriteTimeout time.Duration
 	// PollBatch is the least time between two answers to one
 	// long-polling client while messages keep coming (engineio.Options
-	// says why). Default 50 ms; negative answers every message at once.
+	// says why). Default 250 ms; negative answers every message at once.
 	PollBatch time.Duration
 	// SessionTTL is how long a login token stays valid. Default 7 days.
 	SessionTTL time.Duration

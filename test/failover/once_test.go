@@ -476,7 +476,14 @@ func checkOnce(t *testing.T, dsn string, users []*user, final time.Time, cycles 
 			}
 		}
 		if len(missing) > 0 {
-			fail("%s: never saw %d stored messages: %v", u.name, len(missing), missing[:min(5, len(missing))])
+			var ackedAt time.Time
+			for _, a := range acks {
+				if a.id == missing[0] {
+					ackedAt = a.at
+				}
+			}
+			fail("%s (%s): never saw %d stored messages: %v (the first acknowledged at %s); its connections: %s", u.name, u.transport,
+				len(missing), missing[:min(5, len(missing))], ackedAt.Format("15:04:05.000"), describeSocks(u.socks, missing[0]))
 		}
 		for _, s := range u.socks {
 			res.sockets++
@@ -524,4 +531,37 @@ func checkOnce(t *testing.T, dsn string, users []*user, final time.Time, cycles 
 		t.Error(e)
 	}
 	return res
+}
+
+// describeSocks says, for a user that never saw message id, what each of
+// its connections was given around it: when it was up and live, how it
+// ended, the range of ids it got and how (history, live, page), so that a
+// failure shows where the message fell through.
+func describeSocks(socks []*sock, id int64) string {
+	var b strings.Builder
+	for _, s := range socks {
+		var lo, hi int64
+		how := map[string]int{}
+		below, above := int64(0), int64(0) // the nearest ids given around id
+		for g, h := range s.got {
+			if lo == 0 || g < lo {
+				lo = g
+			}
+			hi = max(hi, g)
+			how[h]++
+			if g < id && g > below {
+				below = g
+			}
+			if g > id && (above == 0 || g < above) {
+				above = g
+			}
+		}
+		ended := "open"
+		if !s.ended.IsZero() {
+			ended = s.ended.Format("15:04:05.000")
+		}
+		fmt.Fprintf(&b, "[#%d s%d up %s live %s ended %s ids %d-%d %v around %d: %d,%d; pages %v] ", s.n, s.server,
+			s.up.Format("15:04:05.000"), s.live.Format("15:04:05.000"), ended, lo, hi, how, id, below, above, s.pages)
+	}
+	return b.String()
 }

@@ -66,9 +66,13 @@ type sock struct {
 	resumed chan struct{} // closed once its session is confirmed (or it logs in next)
 	up      time.Time     // when it came up (session resumed)
 	live    time.Time     // when its history arrived
+	histLow int64         // the oldest id of its history, where paging starts
 	ended   time.Time     // zero while open, or closed by the test at the end
 	got     map[int64]string
 	dups    []dup
+	// pages is what each `load older messages` call after the reconnect
+	// asked and got, for a failure's explanation (describeSocks).
+	pages []string
 }
 
 func (s *sock) isResumed() bool {
@@ -147,6 +151,11 @@ func (u *user) onEvent(s *sock, name string, args []any) {
 		list, _ := args[0].([]any)
 		for _, it := range list {
 			u.give(s, it, "history")
+			if m, ok := it.(map[string]any); ok {
+				if id, ok := m["id"].(float64); ok && (s.histLow == 0 || int64(id) < s.histLow) {
+					s.histLow = int64(id)
+				}
+			}
 		}
 		s.live = time.Now()
 	case "new message":
@@ -231,12 +240,13 @@ func (u *user) dial(ctx context.Context, i int) error {
 	s.up = time.Now()
 	u.conn, u.sock, u.server = conn, s, i
 	u.socks = append(u.socks, s)
-	var lowest int64
-	for id := range s.got {
-		if lowest == 0 || id < lowest {
-			lowest = id
-		}
-	}
+	// From the history's oldest message down, as the page does: not from
+	// the oldest id this socket got, which may be a live message below
+	// its history (the resend of one stored before a server died, sent
+	// with the history): paging below that one skipped what lay between
+	// it and the history (CI: polling users "never saw" a few messages;
+	// a 250 ms poll batch sends the two in one answer more often).
+	lowest := s.histLow
 	u.mu.Unlock()
 	// Fill the gap between what this user saw before and this history,
 	// as a page does when it reconnects.
@@ -245,6 +255,9 @@ func (u *user) dial(ctx context.Context, i int) error {
 		a, err := conn.Call(cctx, "load older messages", map[string]any{"before": lowest, "limit": 100})
 		cancel()
 		if err != nil {
+			u.mu.Lock()
+			s.pages = append(s.pages, fmt.Sprintf("<%d: %v", lowest, err))
+			u.mu.Unlock()
 			select {
 			case <-conn.Done():
 				return nil // the connection is gone; the next one pages again
@@ -258,6 +271,9 @@ func (u *user) dial(ctx context.Context, i int) error {
 		}
 		m, _ := a[0].(map[string]any)
 		if m["success"] != true {
+			u.mu.Lock()
+			s.pages = append(s.pages, fmt.Sprintf("<%d: %v", lowest, m["message"]))
+			u.mu.Unlock()
 			// Refused (the per-socket page rate): try again, as the
 			// page does.
 			select {
@@ -270,11 +286,13 @@ func (u *user) dial(ctx context.Context, i int) error {
 		list, _ := m["messages"].([]any)
 		u.mu.Lock()
 		u.pages++
+		from := lowest
 		for _, it := range list {
 			id := int64(it.(map[string]any)["id"].(float64))
 			u.give(s, it, "page")
 			lowest = min(lowest, id)
 		}
+		s.pages = append(s.pages, fmt.Sprintf("<%d: %d down to %d", from, len(list), lowest))
 		u.mu.Unlock()
 		if len(list) == 0 {
 			break

