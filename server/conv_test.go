@@ -676,3 +676,40 @@ func TestResumedSessionGetsItsRooms(t *testing.T) {
 	wantAck(t, "send", alice.call("send room message", map[string]any{"room": room, "msg": "welcome back"}), success)
 	back.waitEvent("room message", roomMsgIs(room, "welcome back"))
 }
+
+// TestTypingLimitAcrossRooms: the limit on one user's typing notices
+// across rooms is Limits.TypingPerUser and TypingBurst (TYPING_RATE,
+// TYPING_BURST): the first notice in each of 8 rooms passes the per-room
+// interval, and the burst decides how many of them pass.
+func TestTypingLimitAcrossRooms(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		limits server.Limits
+		want   int
+	}{
+		{"default burst 6", server.Limits{}, 6},
+		{"burst 3", server.Limits{TypingPerUser: 2, TypingBurst: 3}, 3},
+		{"off", server.Limits{TypingPerUser: -1}, 8},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := startServer(t, server.Config{Limits: tt.limits}, nil)
+			c := e.user(t, "typist")
+			var rooms []float64
+			for i := range 8 {
+				rooms = append(rooms, roomIDOf(t, c.call("create room", map[string]any{"name": fmt.Sprint("room ", i)})))
+			}
+			passed := 0
+			for _, r := range rooms {
+				switch ack := c.call("typing", map[string]any{"room": r}); {
+				case ack["success"] == true:
+					passed++
+				case ack["message"] != "You are sending typing notices too fast":
+					t.Errorf("typing in room %v: %v", r, ack)
+				}
+			}
+			if passed != tt.want {
+				t.Errorf("%d of 8 first notices in 8 rooms passed, want %d", passed, tt.want)
+			}
+		})
+	}
+}

@@ -648,21 +648,27 @@ func (s *Server) deliverTyping(room int64, user string) {
 // entries as it grows, so it holds about the notices of one interval.
 type typingThrottle struct {
 	every   time.Duration
-	perUser *limit.Limiter
+	perUser *limit.Limiter // nil when the limit across rooms is off
 	mu      sync.Mutex
 	last    map[typingKey]time.Time // guarded by mu
 }
 
 // allowUser spends one of user's typing notices across rooms.
-func (t *typingThrottle) allowUser(user string) bool { return t.perUser.Allow(user) }
+func (t *typingThrottle) allowUser(user string) bool { return allow(t.perUser, user) }
 
 type typingKey struct {
 	user string
 	room int64
 }
 
-func newTypingThrottle(every time.Duration) *typingThrottle {
-	return &typingThrottle{every: every, perUser: limit.NewLimiter(2, 6, maxLimiterKeys), last: map[typingKey]time.Time{}}
+// newTypingThrottle takes the limit across rooms from l
+// (TypingPerUser, TypingBurst), its defaults set.
+func newTypingThrottle(every time.Duration, l Limits) *typingThrottle {
+	t := &typingThrottle{every: every, last: map[typingKey]time.Time{}}
+	if l.TypingPerUser > 0 {
+		t.perUser = limit.NewLimiter(l.TypingPerUser, l.TypingBurst, maxLimiterKeys)
+	}
+	return t
 }
 
 func (t *typingThrottle) allow(user string, room int64, now time.Time) bool {
