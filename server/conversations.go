@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"time"
 
@@ -424,7 +425,15 @@ func directTextOf(r *request, args []any) (directText, error) {
 }
 
 func (r *request) directSend(m directText) {
-	s, ctx, user, to := r.s, r.storeCtx(), r.user, m.to
+	s, user, to := r.s, r.user, m.to
+	if strings.IndexByte(to, 0) >= 0 {
+		// No account has such a name (registration refuses it, and
+		// PostgreSQL text cannot hold NUL), and asking PostgreSQL fails
+		// as if it were down.
+		r.refuse(msgNoUser)
+		return
+	}
+	ctx := r.storeCtx()
 	room, err := s.store.DirectRoom(ctx, user, to)
 	var ie *store.InvalidError
 	switch {

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/chatd/chat/bus"
@@ -208,7 +209,15 @@ func (s *Server) onLogin(c *conn, args []any, ack func(any)) {
 	}
 	ctx, cancel := s.storeCtx()
 	defer cancel()
-	u, err := s.store.User(ctx, username)
+	var u store.User
+	if strings.IndexByte(username, 0) >= 0 {
+		// No account has such a name (PostgreSQL text cannot hold NUL,
+		// and asking it fails as if it were down): unknown, answered
+		// after the same bcrypt work as any.
+		err = store.ErrNotFound
+	} else {
+		u, err = s.store.User(ctx, username)
+	}
 	hash := []byte(u.PasswordHash)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
