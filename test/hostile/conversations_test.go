@@ -16,7 +16,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -73,42 +72,13 @@ func TestHostileConversations(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the hostile-client suite runs for minutes; skipped with -short")
 	}
-	dir := t.TempDir()
-	srv := startChatd(t, buildServer(t, dir), dir)
-	h := &harness{t: t, srv: srv, secrets: map[string]string{}}
-	h.wb = newChatter(t, srv.base, "alice", h.secret("password of the well-behaved client"))
-	for range 5 {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		o, err := newObserver(ctx, srv.base, addrObservers)
-		cancel()
-		if err != nil {
-			t.Fatalf("observer: %v", err)
-		}
-		h.observers = append(h.observers, o)
-	}
-	h.wb.phase.Store(0)
-	time.Sleep(2 * time.Second)
-	h.baseline()
-
-	attacks := []attack{
+	h := startHarness(t, 5)
+	h.runAttacks([]attack{
 		{name: "C1 malformed payloads", fn: h.convPayloads},
 		{name: "C2 others' rooms, messages", fn: h.convForeign},
 		{name: "C3 conversation floods", fn: h.convFloods},
 		{name: "C4 typing flood", fn: h.typingFlood},
-	}
-	only := os.Getenv("HOSTILE_ONLY") // e.g. C1,C4
-	for i, a := range attacks {
-		if only != "" && !slices.Contains(strings.Split(only, ","), fmt.Sprintf("C%d", i+1)) {
-			continue
-		}
-		if !h.run(i+1, a) {
-			break
-		}
-	}
-	h.wb.phase.Store(int32(len(attacks) + 1))
-	time.Sleep(time.Second)
-	h.wb.finish()
-	h.final(len(attacks) + 1)
+	}, "C")
 }
 
 // ---------------------------------------------------------------------------
@@ -859,29 +829,41 @@ func (h *harness) convForeign(t *testing.T) (int, string) {
 	}
 	before := map[int64][]string{direct: history(direct), den: history(den)}
 
+	// try makes eve and an anonymous socket call k: eve must get k.want,
+	// the anonymous socket too unless the event needs a login. Paced
+	// under the message budget, which send room message, edits and
+	// deletes spend first, and the page budget.
+	spent := 2
+	try := func(k convCase) {
+		t.Helper()
+		if spendsMessages(k.event) {
+			if spent++; spent > messageBurst-5 {
+				time.Sleep(110 * time.Millisecond)
+			}
+		}
+		if spendsPages(k.event) {
+			eve.page(t)
+			anon.page(t)
+		}
+		wantAnswer(t, fmt.Sprintf("eve %s(%s)", k.event, describe(k.args)), eve.call(t, k.event, k.args...), k.want)
+		tl.add(k.event, k.want)
+		want := msgSendNotLoggedIn
+		if !needsLogin(k.event) {
+			want = k.want
+		}
+		wantAnswer(t, fmt.Sprintf("anonymous %s(%s)", k.event, describe(k.args)), anon.call(t, k.event, k.args...), want)
+		tl.add(k.event, want)
+		calls += 2
+	}
+
 	// Eve edits and deletes every message that is not hers: victor's in
 	// each room, a deleted one, and ids that do not exist. One answer for
-	// all. (Paced under the message budget, which these spend first.)
-	spent := 2
-	pace := func() {
-		if spent++; spent > messageBurst-5 {
-			time.Sleep(110 * time.Millisecond)
-		}
-	}
+	// all.
 	for _, id := range []int64{inDirect, inDen, inGeneral, gone, evesMsg + 1000, maxMessageID} {
-		for _, k := range []convCase{
-			{"edit message", []any{map[string]any{"message": id, "msg": "eve was here"}}, msgNoMessage},
-			{"edit message", []any{map[string]any{"message": id, "msg": "eve was here", "id": "k" + fmt.Sprint(id)}}, msgNoMessage},
-			{"delete message", []any{map[string]any{"message": id}}, msgNoMessage},
-			{"delete message", []any{map[string]any{"message": id, "id": "d" + fmt.Sprint(id)}}, msgNoMessage},
-		} {
-			pace()
-			wantAnswer(t, fmt.Sprintf("eve %s(%s)", k.event, describe(k.args)), eve.call(t, k.event, k.args...), k.want)
-			tl.add(k.event, k.want)
-			wantAnswer(t, fmt.Sprintf("anonymous %s", k.event), anon.call(t, k.event, k.args...), msgSendNotLoggedIn)
-			tl.add(k.event, msgSendNotLoggedIn)
-			calls += 2
-		}
+		try(convCase{"edit message", []any{map[string]any{"message": id, "msg": "eve was here"}}, msgNoMessage})
+		try(convCase{"edit message", []any{map[string]any{"message": id, "msg": "eve was here", "id": "k" + fmt.Sprint(id)}}, msgNoMessage})
+		try(convCase{"delete message", []any{map[string]any{"message": id}}, msgNoMessage})
+		try(convCase{"delete message", []any{map[string]any{"message": id, "id": "d" + fmt.Sprint(id)}}, msgNoMessage})
 	}
 
 	// Eve and an anonymous socket walk the room ids: victor's direct room
@@ -890,53 +872,17 @@ func (h *harness) convForeign(t *testing.T) (int, string) {
 	// allowed: it is public, and listed).
 	unknown := []int64{evesRoom + 100, evesRoom + 1000, 1 << 40, 1 << 53}
 	for _, room := range append([]int64{direct}, unknown...) {
-		for _, k := range []convCase{
-			{"join room", []any{map[string]any{"room": room}}, msgNoRoom},
-			{"leave room", []any{map[string]any{"room": room}}, msgNoRoom},
-			{"typing", []any{map[string]any{"room": room}}, msgNoRoom},
-			{"mark read", []any{map[string]any{"room": room, "message": inDirect}}, msgNoRoom},
-			{"room history", []any{map[string]any{"room": room}}, msgNoRoom},
-			{"send room message", []any{map[string]any{"room": room, "msg": "eve was here"}}, msgNoRoom},
-		} {
-			if k.event == "send room message" {
-				pace()
-			}
-			if spendsPages(k.event) {
-				eve.page(t)
-				anon.page(t)
-			}
-			wantAnswer(t, fmt.Sprintf("eve %s(%s)", k.event, describe(k.args)), eve.call(t, k.event, k.args...), k.want)
-			tl.add(k.event, k.want)
-			want := msgSendNotLoggedIn
-			if !needsLogin(k.event) {
-				want = k.want
-			}
-			wantAnswer(t, fmt.Sprintf("anonymous %s(%s)", k.event, describe(k.args)), anon.call(t, k.event, k.args...), want)
-			tl.add(k.event, want)
-			calls += 2
-		}
+		try(convCase{"join room", []any{map[string]any{"room": room}}, msgNoRoom})
+		try(convCase{"leave room", []any{map[string]any{"room": room}}, msgNoRoom})
+		try(convCase{"typing", []any{map[string]any{"room": room}}, msgNoRoom})
+		try(convCase{"mark read", []any{map[string]any{"room": room, "message": inDirect}}, msgNoRoom})
+		try(convCase{"room history", []any{map[string]any{"room": room}}, msgNoRoom})
+		try(convCase{"send room message", []any{map[string]any{"room": room, "msg": "eve was here"}}, msgNoRoom})
 	}
-	for _, k := range []convCase{
-		{"typing", []any{map[string]any{"room": den}}, msgNoRoom},
-		{"mark read", []any{map[string]any{"room": den, "message": inDen}}, msgNoRoom},
-		{"room history", []any{map[string]any{"room": den}}, msgNoRoom},
-		{"send room message", []any{map[string]any{"room": den, "msg": "eve was here"}}, msgNoRoom},
-	} {
-		if k.event == "send room message" {
-			pace()
-		}
-		if spendsPages(k.event) {
-			eve.page(t)
-			anon.page(t)
-		}
-		wantAnswer(t, fmt.Sprintf("eve %s(%s)", k.event, describe(k.args)), eve.call(t, k.event, k.args...), k.want)
-		tl.add(k.event, k.want)
-		if !needsLogin(k.event) {
-			wantAnswer(t, fmt.Sprintf("anonymous %s(%s)", k.event, describe(k.args)), anon.call(t, k.event, k.args...), k.want)
-			tl.add(k.event, k.want)
-		}
-		calls += 2
-	}
+	try(convCase{"typing", []any{map[string]any{"room": den}}, msgNoRoom})
+	try(convCase{"mark read", []any{map[string]any{"room": den, "message": inDen}}, msgNoRoom})
+	try(convCase{"room history", []any{map[string]any{"room": den}}, msgNoRoom})
+	try(convCase{"send room message", []any{map[string]any{"room": den, "msg": "eve was here"}}, msgNoRoom})
 
 	// Search: victor finds his secret (the check can fail), eve and an
 	// anonymous socket find nothing of it.
@@ -1021,32 +967,6 @@ func (h *harness) convForeign(t *testing.T) (int, string) {
 
 // ---------------------------------------------------------------------------
 // C3. Floods of each conversation event.
-
-// floodUser registers and logs in name on a raw connection, as flood does.
-func (h *harness) floodUser(t *testing.T, name string) *rawConn {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	rc, err := dialRaw(ctx, h.srv.base, dialOpts{connect: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rc.start()
-	t.Cleanup(rc.close)
-	pw := h.secret("password of " + name)
-	if a, err := rc.call(1, 10*time.Second, "register", creds(name, pw)); err != nil || !strings.Contains(a, `"success":true`) {
-		t.Fatalf("register %s: %s %v", name, a, err)
-	}
-	a, err := rc.call(2, 10*time.Second, "login", creds(name, pw))
-	if err != nil || !strings.Contains(a, `"success":true`) {
-		t.Fatalf("login %s: %s %v", name, a, err)
-	}
-	var ack []any
-	json.Unmarshal([]byte(a), &ack)
-	tok, _ := ackField(ack, "token").(string)
-	h.addSecret(tok, "session token of "+name)
-	return rc
-}
 
 // rawCall calls event on rc and decodes the answer.
 func rawCall(t *testing.T, rc *rawConn, id uint64, event string, args ...any) []any {
@@ -1182,7 +1102,7 @@ func (h *harness) convFloods(t *testing.T) (int, string) {
 	var notes []string
 	for i, sp := range specs {
 		name := fmt.Sprintf("flood%02d", i)
-		rc := h.floodUser(t, name)
+		rc := h.rawUser(t, name)
 		frames, spent := sp.setup(t, rc, name)
 		hostBefore := host.count(func(e roomEvent) bool { return e.user == name })
 		m0 := h.scrape(t)
@@ -1231,7 +1151,7 @@ func (h *harness) convFloods(t *testing.T) (int, string) {
 	// A flood of malformed events: each refused as input and counted,
 	// none spends the budget (a valid join still passes), and the log
 	// stays sampled.
-	rc := h.floodUser(t, "junk")
+	rc := h.rawUser(t, "junk")
 	m0 := h.scrape(t)
 	logFrom, start := h.srv.logs.Len(), time.Now()
 	acks, sent, took := floodRaw(t, rc, func(i int) string { return fmt.Sprintf(`42%d["join room",{"room":"%d"}]`, 100+i, i) }, 2*n, 0)
@@ -1271,7 +1191,7 @@ func waitCount(c *convClient, match func(roomEvent) bool, want int) {
 // requests are answered promptly.
 func (h *harness) typingFlood(t *testing.T) (int, string) {
 	const floodFor = 5 * time.Second
-	rc := h.floodUser(t, "tina")
+	rc := h.rawUser(t, "tina")
 	var rooms []int64
 	for i := range 10 {
 		rooms = append(rooms, roomID(t, rawCall(t, rc, uint64(3+i), "create room", map[string]any{"name": fmt.Sprintf("typing %d", i)})))
