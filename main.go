@@ -344,6 +344,14 @@ func newSettings(c *config) *settings {
 		"load older messages requests per second per socket; negative disables", wantRate, rate(&c.limits.PagesPerSocket))
 	s.add("page-burst", "PAGE_BURST", "10",
 		"history pages a socket may ask for at once", wantBurst, intIn(&c.limits.PageBurst, positive))
+	s.add("room-op-rate", "ROOM_OP_RATE", "5",
+		"room changes (create, join or leave a room, mark read) per second per user; negative disables", wantRate, rate(&c.limits.RoomOpsPerUser))
+	s.add("room-op-burst", "ROOM_OP_BURST", "30",
+		"room changes a user may make at once, e.g. a page marking several rooms read", wantBurst, intIn(&c.limits.RoomOpsBurst, positive))
+	s.add("typing-rate", "TYPING_RATE", "2",
+		"typing notices per second per user across all rooms (each room takes one every 2 s whatever this says); negative disables", wantRate, rate(&c.limits.TypingPerUser))
+	s.add("typing-burst", "TYPING_BURST", "6",
+		"typing notices a user may send at once across rooms", wantBurst, intIn(&c.limits.TypingBurst, positive))
 	s.add("body-timeout", "BODY_TIMEOUT", "10s",
 		"longest time an HTTP request body (a polling POST) may take to arrive; negative disables",
 		"a duration like 10s, or negative to turn the timeout off", durationIn(&c.bodyTimeout, nonZero))

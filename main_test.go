@@ -104,6 +104,14 @@ func TestBadSettingsRefused(t *testing.T) {
 		{"PAGE_RATE", "page-rate", "", "a number of requests per second above 0"}, // flag only: an empty variable is unset
 		{"MESSAGE_BURST", "message-burst", "0", "a whole number, 1 or more"},
 		{"AUTH_BURST_PER_IP", "auth-burst-per-ip", "1e5", "a whole number, 1 or more"},
+		{"ROOM_OP_RATE", "room-op-rate", "0", "a number of requests per second above 0"},
+		{"ROOM_OP_RATE", "room-op-rate", "5/s", "a number of requests per second above 0"},
+		{"ROOM_OP_BURST", "room-op-burst", "0", "a whole number, 1 or more"},
+		{"ROOM_OP_BURST", "room-op-burst", "-1", "a whole number, 1 or more"},
+		{"TYPING_RATE", "typing-rate", "0", "a number of requests per second above 0"},
+		{"TYPING_RATE", "typing-rate", "NaN", "a number of requests per second above 0"},
+		{"TYPING_BURST", "typing-burst", "0", "a whole number, 1 or more"},
+		{"TYPING_BURST", "typing-burst", "2.5", "a whole number, 1 or more"},
 		{"MAX_CONNS_PER_IP", "max-conns-per-ip", "1e9x", "a whole number of connections, 1 or more, or negative"},
 		{"MAX_CONNS_PER_IP", "max-conns-per-ip", "0", "a whole number of connections, 1 or more, or negative"},
 		{"HISTORY_LIMIT", "history-limit", "-1", "a whole number of messages, 0 (the whole history) or more"},
@@ -166,6 +174,7 @@ func TestGoodSettingsAccepted(t *testing.T) {
 		"LOG_FORMAT": "JSON", "BODY_TIMEOUT": "-1s", "LAME_DUCK": "0s", "DB_CONNECT_TIMEOUT": "0s",
 		"HISTORY_LIMIT": "0", "LOGIN_RATE_PER_USER": "0.05", "TRUSTED_PROXIES": "10.0.0.5, 192.168.0.0/16",
 		"PUBLIC_DIR": t.TempDir(), "DEBUG_ADDR": "[::1]:6060", "BCRYPT_COST": "4",
+		"ROOM_OP_RATE": "0.5", "ROOM_OP_BURST": "3", "TYPING_RATE": "-1", "TYPING_BURST": "12",
 	} {
 		t.Setenv(k, v)
 	}
@@ -175,7 +184,8 @@ func TestGoodSettingsAccepted(t *testing.T) {
 	}
 	if c.port != 65535 || c.limits.MessagesPerUser != -1 || c.limits.ConnsPerIP != -1 || c.logLevel != "debug" ||
 		c.logFormat != "json" || c.bodyTimeout != -time.Second || c.lameDuck != 0 || c.dbConnectTimeout != 0 ||
-		c.historyLimit != 0 || c.limits.LoginPerUser != 0.05 || len(c.limits.TrustedProxies) != 2 || c.bcryptCost != 4 {
+		c.historyLimit != 0 || c.limits.LoginPerUser != 0.05 || len(c.limits.TrustedProxies) != 2 || c.bcryptCost != 4 ||
+		c.limits.RoomOpsPerUser != 0.5 || c.limits.RoomOpsBurst != 3 || c.limits.TypingPerUser != -1 || c.limits.TypingBurst != 12 {
 		t.Errorf("settings read as %+v", c)
 	}
 
@@ -188,7 +198,8 @@ func TestGoodSettingsAccepted(t *testing.T) {
 	clearSettingsEnv(t)
 	c, err = parseFlags(nil)
 	if err != nil || c.port != 3000 || c.pingInterval != 3*time.Second || c.dbConnectTimeout != 30*time.Second ||
-		c.limits.ConnsPerIP != 1000 || c.logLevel != "info" {
+		c.limits.ConnsPerIP != 1000 || c.logLevel != "info" ||
+		c.limits.RoomOpsPerUser != 5 || c.limits.RoomOpsBurst != 30 || c.limits.TypingPerUser != 2 || c.limits.TypingBurst != 6 {
 		t.Errorf("defaults: %+v, %v", c, err)
 	}
 }

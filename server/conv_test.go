@@ -676,3 +676,94 @@ func TestResumedSessionGetsItsRooms(t *testing.T) {
 	wantAck(t, "send", alice.call("send room message", map[string]any{"room": room, "msg": "welcome back"}), success)
 	back.waitEvent("room message", roomMsgIs(room, "welcome back"))
 }
+
+// TestTypingLimitAcrossRooms: the limit on one user's typing notices
+// across rooms is Limits.TypingPerUser and TypingBurst (TYPING_RATE,
+// TYPING_BURST): the first notice in each of 8 rooms passes the per-room
+// interval, and the burst decides how many of them pass.
+func TestTypingLimitAcrossRooms(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		limits server.Limits
+		want   int
+	}{
+		{"default burst 6", server.Limits{}, 6},
+		{"burst 3", server.Limits{TypingPerUser: 2, TypingBurst: 3}, 3},
+		{"off", server.Limits{TypingPerUser: -1}, 8},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := startServer(t, server.Config{Limits: tt.limits}, nil)
+			c := e.user(t, "typist")
+			var rooms []float64
+			for i := range 8 {
+				rooms = append(rooms, roomIDOf(t, c.call("create room", map[string]any{"name": fmt.Sprint("room ", i)})))
+			}
+			passed := 0
+			for _, r := range rooms {
+				switch ack := c.call("typing", map[string]any{"room": r}); {
+				case ack["success"] == true:
+					passed++
+				case ack["message"] != "You are sending typing notices too fast":
+					t.Errorf("typing in room %v: %v", r, ack)
+				}
+			}
+			if passed != tt.want {
+				t.Errorf("%d of 8 first notices in 8 rooms passed, want %d", passed, tt.want)
+			}
+		})
+	}
+}
+
+// TestNULRefused: PostgreSQL text cannot hold NUL, so a NUL in a
+// message's text, its resend key, a direct message's addressee or a
+// login name used to fail in the store as if the database were down
+// ("Service temporarily unavailable", which a client answers by resending
+// for ever), logged as a store error each time. It is refused as input
+// on both stores alike, and nothing reaches the store's error path.
+func TestNULRefused(t *testing.T) {
+	t.Run("sqlite", func(t *testing.T) { testNULRefused(t, openSQLite(t)) })
+	t.Run("postgres", func(t *testing.T) { testNULRefused(t, openPostgres(t, testpg.New(t))) })
+}
+
+func testNULRefused(t *testing.T, st store.Store) {
+	e := startServer(t, server.Config{Limits: openLimits}, st)
+	a := e.user(t, "alice")
+	e.user(t, "bob")
+	room := roomIDOf(t, a.call("create room", map[string]any{"name": "nul"}))
+	mine := a.call("send room message", map[string]any{"room": room, "msg": "fine"})["id"]
+	const (
+		nulText = "Message must not contain the NUL character"
+		badKey  = "Message id must be a string of 1 to 128 characters"
+	)
+	for _, c := range []struct {
+		event string
+		args  []any
+		want  string
+	}{
+		{"send message", []any{"a\x00b"}, nulText},
+		{"send message", []any{"\x00"}, nulText},
+		{"send message", []any{"ab", map[string]any{"id": "k\x00"}}, badKey},
+		{"send room message", []any{map[string]any{"room": room, "msg": "x\x00y"}}, nulText},
+		{"send room message", []any{map[string]any{"room": room, "msg": "xy", "id": "\x00"}}, badKey},
+		{"send direct message", []any{map[string]any{"to": "bob", "msg": "h\x00i"}}, nulText},
+		{"send direct message", []any{map[string]any{"to": "bo\x00b", "msg": "hi"}}, "No such user"},
+		{"edit message", []any{map[string]any{"message": mine, "msg": "e\x00"}}, nulText},
+		{"edit message", []any{map[string]any{"message": mine, "msg": "e", "id": "k\x00"}}, badKey},
+		{"delete message", []any{map[string]any{"message": mine, "id": "k\x00"}}, badKey},
+		{"create room", []any{map[string]any{"name": "a\x00b"}}, "Room name contains a control character"},
+	} {
+		wantAck(t, fmt.Sprintf("%s %q", c.event, c.args), a.call(c.event, c.args...), refusal(c.want))
+	}
+	wantAck(t, "search with NUL", a.call("search", map[string]any{"q": "fi\x00ne"}), success)
+	anon := e.connect(t, "anon", "websocket")
+	wantAck(t, "login as al\\x00ice", anon.call("login", creds("al\x00ice", "pw")), invalid)
+	wantAck(t, "the message unchanged", a.call("room history", map[string]any{"room": room}), success)
+	if h := a.call("room history", map[string]any{"room": room}); !slices.Equal(historyTexts(h["messages"]), []string{"fine"}) {
+		t.Errorf("room history after the refusals: %v, want only \"fine\"", h["messages"])
+	}
+	for _, line := range []string{"store call failed", "storing message", "reading user"} {
+		if strings.Contains(e.logs.String(), line) {
+			t.Errorf("the server logged %q: a NUL reached the store", line)
+		}
+	}
+}

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"time"
 
@@ -26,19 +27,126 @@ import (
 // which ids exist.
 
 func (s *Server) onConversations(on func(string, func(*conn, []any, func(any)))) {
-	on("list rooms", s.onListRooms)
-	on("create room", s.onCreateRoom)
-	on("join room", s.onJoinRoom)
-	on("leave room", s.onLeaveRoom)
-	on("send room message", s.onRoomSend)
-	on("send direct message", s.onDirectSend)
-	on("room history", s.onRoomHistory)
-	on("edit message", s.onEdit)
-	on("delete message", s.onDelete)
-	on("typing", s.onTyping)
-	on("search", s.onSearch)
-	on("mark read", s.onMarkRead)
+	add := func(event string, e conversationEvent) { on(event, e.handler(s, event)) }
+	add("list rooms", convEvent[noArgs]{budget: pages, run: (*request).listRooms})
+	add("create room", convEvent[string]{login: true, budget: roomOps, args: roomNameOf, run: (*request).createRoom})
+	add("join room", convEvent[int64]{login: true, budget: roomOps, args: roomOf, run: (*request).joinRoom})
+	add("leave room", convEvent[int64]{login: true, budget: roomOps, args: roomOf, run: (*request).leaveRoom})
+	add("send room message", convEvent[roomText]{login: true, budget: messages, args: roomTextOf, run: (*request).roomSend})
+	add("send direct message", convEvent[directText]{login: true, budget: messages, args: directTextOf, run: (*request).directSend})
+	add("room history", convEvent[roomPage]{budget: pages, args: roomPageOf, run: (*request).roomHistory})
+	add("edit message", convEvent[messageChange]{login: true, budget: messages, args: editOf, run: (*request).change})
+	add("delete message", convEvent[messageChange]{login: true, budget: messages, args: deleteOf, run: (*request).change})
+	add("typing", convEvent[int64]{login: true, args: roomOf, run: (*request).typing})
+	add("search", convEvent[searchPage]{budget: pages, args: searchOf, run: (*request).search})
+	add("mark read", convEvent[readMark]{login: true, budget: roomOps, args: readMarkOf, run: (*request).markRead})
 }
+
+// convEvent is one conversation event: the checks it shares with the
+// others, which its handler makes in this order before the event's own
+// logic runs, and that logic.
+//
+//  1. login: a socket that is not logged in is answered `Not logged in`.
+//  2. budget messages: the user's message budget (MESSAGE_RATE), spent
+//     before the payload is read, as `send message` spends it.
+//  3. args reads the payload into A (nil: the event takes none); its
+//     error, an input error, is the answer.
+//  4. budget roomOps or pages: the user's room changes or the socket's
+//     history pages, spent only by a payload that passed, so that a
+//     refusal costs no budget.
+//  5. run, the event's own logic.
+//
+// Every refusal of steps 1 and 3 is counted in chat_refused_total by
+// event and logged sampled (refuse); of steps 2 and 4, in
+// chat_rate_limited_total by limit.
+type convEvent[A any] struct {
+	login  bool
+	budget budget
+	args   func(r *request, args []any) (A, error)
+	run    func(r *request, a A)
+}
+
+// budget names the allowance a conversation event spends (see convEvent).
+type budget int
+
+const (
+	noBudget budget = iota
+	messages
+	roomOps
+	pages
+)
+
+// conversationEvent is a convEvent of any payload type.
+type conversationEvent interface {
+	handler(s *Server, event string) func(*conn, []any, func(any))
+}
+
+func (e convEvent[A]) handler(s *Server, event string) func(*conn, []any, func(any)) {
+	return func(c *conn, args []any, ack func(any)) {
+		r := &request{s: s, c: c, event: event, user: c.username(), ack: ack}
+		defer r.done()
+		if e.login && r.user == "" {
+			r.refuse(msgSendNotLoggedIn)
+			return
+		}
+		if e.budget == messages && !s.allowMessage(c, r.user, ack) {
+			return
+		}
+		var a A
+		if e.args != nil {
+			var err error
+			if a, err = e.args(r, args); err != nil {
+				r.refuse(publicMessage(err, msgBadInput))
+				return
+			}
+		}
+		if e.budget == roomOps && !s.allowRoomOp(c, r.user, event, ack) {
+			return
+		}
+		if e.budget == pages && !s.allowPage(c, event, ack) {
+			return
+		}
+		e.run(r, a)
+	}
+}
+
+// request is one conversation event being answered, its shared checks
+// passed. Like the socket's other handlers it runs on the socket's
+// executor, so its fields need no lock.
+type request struct {
+	s     *Server
+	c     *conn
+	event string
+	// user is the socket's user; "" for a socket not logged in, which
+	// only the events without login see.
+	user string
+	ack  func(any)
+
+	ctx    context.Context // see storeCtx
+	cancel context.CancelFunc
+}
+
+// storeCtx is the deadline of the request's store and bus calls:
+// StoreTimeout from the first of them, within the server's life. A
+// request refused before any store call costs no timer.
+func (r *request) storeCtx() context.Context {
+	if r.ctx == nil {
+		r.ctx, r.cancel = r.s.storeCtx()
+	}
+	return r.ctx
+}
+
+func (r *request) done() {
+	if r.cancel != nil {
+		r.cancel()
+	}
+}
+
+func (r *request) refuse(message string) { r.s.refuse(r.c, r.event, message, r.ack) }
+
+func (r *request) storeFailed(err error) { r.s.storeFailed(r.c, r.event, err, r.ack) }
+
+func (r *request) roomRefused(err error) bool { return r.s.roomRefused(r.c, r.event, err, r.ack) }
 
 // refuse answers a client's mistake or a forbidden request with message:
 // counted by event and logged, sampled, so a flood costs counters.
@@ -73,13 +181,16 @@ func (s *Server) roomRefused(c *conn, event string, err error, ack func(any)) bo
 	return true
 }
 
-// loggedIn returns the socket's user, or answers `Not logged in`.
-func (s *Server) loggedIn(c *conn, event string, ack func(any)) (string, bool) {
-	user := c.username()
-	if user == "" {
-		s.refuse(c, event, msgSendNotLoggedIn, ack)
+// allowMessage spends one of user's messages (`send message` and the
+// conversation events that write one).
+func (s *Server) allowMessage(c *conn, user string, ack func(any)) bool {
+	if allow(s.guard.msgs, user) {
+		return true
 	}
-	return user, user != ""
+	s.met.rejections.WithLabelValues("messages_per_user").Inc()
+	s.refusals.Warn(c.logger(), "message refused: rate limit", "user", user)
+	ack(fail(msgTooFast))
+	return false
 }
 
 // allowRoomOp spends one of user's room changes.
@@ -130,88 +241,88 @@ func (s *Server) announceMember(ctx context.Context, user string, room int64, le
 	return s.cfg.Bus.Publish(ctx, bus.Event{Kind: bus.KindMember, Room: room, User: user, Left: left, Origin: s.id, Sent: time.Now().UnixNano()})
 }
 
-func (s *Server) onListRooms(c *conn, _ []any, ack func(any)) {
-	const event = "list rooms"
-	if !s.allowPage(c, event, ack) {
-		return
+// Payloads of the conversation events, as their args read them.
+type (
+	noArgs   struct{}
+	roomText struct {
+		room           int64
+		text, clientID string
 	}
-	ctx, cancel := s.storeCtx()
-	defer cancel()
-	list, err := s.store.ListRooms(ctx, c.username())
+	directText struct{ to, text, clientID string }
+	roomPage   struct {
+		room, before int64
+		limit        int
+	}
+	messageChange struct {
+		id             int64
+		text, clientID string
+	}
+	searchPage struct {
+		q      string
+		before int64
+		limit  int
+	}
+	readMark struct{ room, message int64 }
+)
+
+func (r *request) listRooms(noArgs) {
+	list, err := r.s.store.ListRooms(r.storeCtx(), r.user)
 	if err != nil {
-		s.storeFailed(c, event, err, ack)
+		r.storeFailed(err)
 		return
 	}
 	out := make([]wireRoom, len(list))
-	for i, r := range list {
-		out[i] = roomSummaryWire(r)
+	for i, room := range list {
+		out[i] = roomSummaryWire(room)
 	}
-	ack(ok("rooms", out))
+	r.ack(ok("rooms", out))
 }
 
-func (s *Server) onCreateRoom(c *conn, args []any, ack func(any)) {
-	const event = "create room"
-	user, in := s.loggedIn(c, event, ack)
-	if !in {
-		return
-	}
+// roomNameOf reads {name} of create room, by the name rule: a name
+// refused costs no room change and no query.
+func roomNameOf(_ *request, args []any) (string, error) {
 	obj, isObj := objectArg(args)
 	name, isText := obj["name"].(string)
 	if !isObj || !isText {
-		s.refuse(c, event, msgBadCreate, ack)
-		return
+		return "", inputErr(msgBadCreate)
 	}
-	// The rule first: a name refused costs no room change and no query.
 	name, err := store.ValidateRoomName(name)
-	var ie *store.InvalidError
-	if errors.As(err, &ie) {
-		s.refuse(c, event, invalidReason(ie), ack)
-		return
+	if ie := (*store.InvalidError)(nil); errors.As(err, &ie) {
+		return "", inputErr(invalidReason(ie))
 	}
-	if !s.allowRoomOp(c, user, event, ack) {
-		return
-	}
-	ctx, cancel := s.storeCtx()
-	defer cancel()
-	r, err := s.store.CreateRoom(ctx, name, user)
-	if errors.Is(err, store.ErrConflict) {
-		s.refuse(c, event, msgRoomTaken, ack)
-		return
-	}
-	if s.roomRefused(c, event, err, ack) {
-		return
-	}
-	s.members.apply(user, r.ID, true)
-	if err := s.announceMember(ctx, user, r.ID, false); err != nil {
-		// Created and joined here; the user's sockets on other servers
-		// learn it when they next read the user's rooms.
-		c.logger().Warn("announcing a new room's first member", "room", r.ID, "err", err)
-	}
-	c.logger().Info("created room", "user", user, "room", r.ID)
-	ack(ok("room", wireRoom{ID: r.ID, Name: r.Name, Kind: string(r.Kind), Member: true}))
+	return name, err
 }
 
-func (s *Server) onJoinRoom(c *conn, args []any, ack func(any)) {
-	const event = "join room"
-	user, in := s.loggedIn(c, event, ack)
-	if !in {
+func (r *request) createRoom(name string) {
+	s, ctx, user := r.s, r.storeCtx(), r.user
+	room, err := s.store.CreateRoom(ctx, name, user)
+	if errors.Is(err, store.ErrConflict) {
+		r.refuse(msgRoomTaken)
 		return
 	}
-	room, err := roomArg(args)
-	if err != nil {
-		s.refuse(c, event, publicMessage(err, msgBadRoom), ack)
+	if r.roomRefused(err) {
 		return
 	}
-	if !s.allowRoomOp(c, user, event, ack) {
+	s.members.apply(user, room.ID, true)
+	if err := s.announceMember(ctx, user, room.ID, false); err != nil {
+		// Created and joined here; the user's sockets on other servers
+		// learn it when they next read the user's rooms.
+		r.c.logger().Warn("announcing a new room's first member", "room", room.ID, "err", err)
+	}
+	r.c.logger().Info("created room", "user", user, "room", room.ID)
+	r.ack(ok("room", wireRoom{ID: room.ID, Name: room.Name, Kind: string(room.Kind), Member: true}))
+}
+
+// roomOf reads {room} of join room, leave room and typing.
+func roomOf(_ *request, args []any) (int64, error) { return roomArg(args) }
+
+func (r *request) joinRoom(room int64) {
+	s, ctx, user := r.s, r.storeCtx(), r.user
+	if r.roomRefused(s.store.JoinRoom(ctx, room, user)) {
 		return
 	}
-	ctx, cancel := s.storeCtx()
-	defer cancel()
-	if s.roomRefused(c, event, s.store.JoinRoom(ctx, room, user), ack) {
-		return
-	}
-	r, err := s.store.Room(ctx, room)
-	if s.roomRefused(c, event, err, ack) {
+	joined, err := s.store.Room(ctx, room)
+	if r.roomRefused(err) {
 		return
 	}
 	if !isGeneral(room) {
@@ -220,68 +331,57 @@ func (s *Server) onJoinRoom(c *conn, args []any, ack func(any)) {
 		// servers would miss the room's messages. Joining again is
 		// harmless and announces again.
 		if err := s.announceMember(ctx, user, room, false); err != nil {
-			c.logger().Error("announcing a join failed: not acknowledged", "room", room, "err", err)
-			ack(fail(msgUnavailable))
+			r.c.logger().Error("announcing a join failed: not acknowledged", "room", room, "err", err)
+			r.ack(fail(msgUnavailable))
 			return
 		}
 	}
-	ack(ok("room", wireRoom{ID: r.ID, Name: r.Name, Kind: string(r.Kind), Member: true}))
+	r.ack(ok("room", wireRoom{ID: joined.ID, Name: joined.Name, Kind: string(joined.Kind), Member: true}))
 }
 
-func (s *Server) onLeaveRoom(c *conn, args []any, ack func(any)) {
-	const event = "leave room"
-	user, in := s.loggedIn(c, event, ack)
-	if !in {
-		return
-	}
-	room, err := roomArg(args)
-	if err != nil {
-		s.refuse(c, event, publicMessage(err, msgBadRoom), ack)
-		return
-	}
-	if !s.allowRoomOp(c, user, event, ack) {
-		return
-	}
-	ctx, cancel := s.storeCtx()
-	defer cancel()
-	err = s.store.LeaveRoom(ctx, room, user)
+func (r *request) leaveRoom(room int64) {
+	s, ctx, user := r.s, r.storeCtx(), r.user
+	err := s.store.LeaveRoom(ctx, room, user)
 	if errors.Is(err, store.ErrForbidden) {
 		// General, or a direct room. Only its members may hear that it
 		// cannot be left; to anyone else it does not exist.
 		member, merr := s.store.IsMember(ctx, room, user)
 		switch {
 		case merr != nil && !errors.Is(merr, store.ErrNotFound):
-			s.storeFailed(c, event, merr, ack)
+			r.storeFailed(merr)
 		case member:
-			s.refuse(c, event, msgCannotLeave, ack)
+			r.refuse(msgCannotLeave)
 		default:
-			s.refuse(c, event, msgNoRoom, ack)
+			r.refuse(msgNoRoom)
 		}
 		return
 	}
-	if s.roomRefused(c, event, err, ack) {
+	if r.roomRefused(err) {
 		return
 	}
 	// Applied here at once: from now on this server gives the user's
 	// sockets nothing of the room. The other servers hear it on the bus.
 	s.members.apply(user, room, false)
 	if err := s.announceMember(ctx, user, room, true); err != nil {
-		c.logger().Error("announcing a leave failed: not acknowledged", "room", room, "err", err)
-		ack(fail(msgUnavailable))
+		r.c.logger().Error("announcing a leave failed: not acknowledged", "room", room, "err", err)
+		r.ack(fail(msgUnavailable))
 		return
 	}
-	ack(ok())
+	r.ack(ok())
 }
 
-// sendTo stores a message of user to room and delivers it, answering as
-// `send message` does: the sender has its own `room message` before the
-// answer, and the answer promises every server delivers it.
-func (s *Server) sendTo(c *conn, event, user string, room int64, text, clientID string, ack func(any), extra ...any) {
+// send stores a message of the user to room and delivers it, answering
+// as `send message` does: the sender has its own `room message` before
+// the answer, and the answer promises every server delivers it.
+func (r *request) send(room int64, text, clientID string, extra ...any) {
+	s := r.s
 	start := time.Now()
+	// The write gets its own deadline, not the server's: as with `send
+	// message`, a message whose sender disconnects mid-send is stored.
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StoreTimeout)
 	defer cancel()
-	m, created, err := s.store.AddMessage(ctx, store.Message{Content: text, Username: user, ClientID: clientID, RoomID: room})
-	if s.roomRefused(c, event, err, ack) {
+	m, created, err := s.store.AddMessage(ctx, store.Message{Content: text, Username: r.user, ClientID: clientID, RoomID: room})
+	if r.roomRefused(err) {
 		return
 	}
 	if created {
@@ -289,98 +389,80 @@ func (s *Server) sendTo(c *conn, event, user string, room int64, text, clientID 
 	}
 	<-s.deliver(m)
 	if err := s.cfg.Bus.Publish(ctx, bus.Event{Kind: bus.KindMessage, ID: m.ID, Origin: s.id, Sent: time.Now().UnixNano()}); err != nil {
-		c.logger().Error("announcing message failed: not acknowledged, the client will resend", "id", m.ID, "err", err)
-		ack(fail(msgUnavailable))
+		r.c.logger().Error("announcing message failed: not acknowledged, the client will resend", "id", m.ID, "err", err)
+		r.ack(fail(msgUnavailable))
 		return
 	}
 	s.met.ackLatency.Observe(time.Since(start).Seconds())
-	ack(ok(append([]any{"id", m.ID, "room", roomWire(m).Room}, extra...)...))
+	r.ack(ok(append([]any{"id", m.ID, "room", roomWire(m).Room}, extra...)...))
 }
 
-func (s *Server) onRoomSend(c *conn, args []any, ack func(any)) {
-	const event = "send room message"
-	user, in := s.loggedIn(c, event, ack)
-	if !in {
-		return
-	}
-	if !allow(s.guard.msgs, user) {
-		s.met.rejections.WithLabelValues("messages_per_user").Inc()
-		s.refusals.Warn(c.logger(), "message refused: rate limit", "user", user)
-		ack(fail(msgTooFast))
-		return
-	}
+// roomTextOf reads {room, msg, id?} of send room message.
+func roomTextOf(r *request, args []any) (roomText, error) {
 	obj, isObj := objectArg(args)
 	room, isID := idField(obj, "room")
 	if !isObj || !isID {
-		s.refuse(c, event, msgBadRoomSend, ack)
-		return
+		return roomText{}, inputErr(msgBadRoomSend)
 	}
-	text, clientID, err := textAndKey(obj, s.cfg.MaxMessageLen, msgBadRoomSend)
-	if err != nil {
-		s.refuse(c, event, publicMessage(err, msgBadRoomSend), ack)
-		return
-	}
-	s.sendTo(c, event, user, room, text, clientID, ack)
+	text, clientID, err := textAndKey(obj, r.s.cfg.MaxMessageLen, msgBadRoomSend)
+	return roomText{room, text, clientID}, err
 }
 
-func (s *Server) onDirectSend(c *conn, args []any, ack func(any)) {
-	const event = "send direct message"
-	user, in := s.loggedIn(c, event, ack)
-	if !in {
-		return
-	}
-	if !allow(s.guard.msgs, user) {
-		s.met.rejections.WithLabelValues("messages_per_user").Inc()
-		s.refusals.Warn(c.logger(), "message refused: rate limit", "user", user)
-		ack(fail(msgTooFast))
-		return
-	}
+func (r *request) roomSend(m roomText) { r.send(m.room, m.text, m.clientID) }
+
+// directTextOf reads {to, msg, id?} of send direct message.
+func directTextOf(r *request, args []any) (directText, error) {
 	obj, isObj := objectArg(args)
 	to, isName := obj["to"].(string)
 	if !isObj || !isName || to == "" || len(to) > 1024 { // the seed's varchar(255), in UTF-8
-		s.refuse(c, event, msgBadDirect, ack)
+		return directText{}, inputErr(msgBadDirect)
+	}
+	if to == r.user {
+		return directText{}, inputErr(msgSelfDirect)
+	}
+	text, clientID, err := textAndKey(obj, r.s.cfg.MaxMessageLen, msgBadDirect)
+	return directText{to, text, clientID}, err
+}
+
+func (r *request) directSend(m directText) {
+	s, user, to := r.s, r.user, m.to
+	if strings.IndexByte(to, 0) >= 0 {
+		// No account has such a name (registration refuses it, and
+		// PostgreSQL text cannot hold NUL), and asking PostgreSQL fails
+		// as if it were down.
+		r.refuse(msgNoUser)
 		return
 	}
-	if to == user {
-		s.refuse(c, event, msgSelfDirect, ack)
-		return
-	}
-	text, clientID, err := textAndKey(obj, s.cfg.MaxMessageLen, msgBadDirect)
-	if err != nil {
-		s.refuse(c, event, publicMessage(err, msgBadDirect), ack)
-		return
-	}
-	ctx, cancel := s.storeCtx()
-	defer cancel()
-	r, err := s.store.DirectRoom(ctx, user, to)
+	ctx := r.storeCtx()
+	room, err := s.store.DirectRoom(ctx, user, to)
 	var ie *store.InvalidError
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		s.refuse(c, event, msgNoUser, ack)
+		r.refuse(msgNoUser)
 		return
 	case errors.As(err, &ie):
-		s.refuse(c, event, msgSelfDirect, ack)
+		r.refuse(msgSelfDirect)
 		return
 	case err != nil:
-		s.storeFailed(c, event, err, ack)
+		r.storeFailed(err)
 		return
 	}
 	// Both users' sockets must know the room before its first message
 	// reaches them: here at once, elsewhere by notices published before
 	// the message's own (a bus keeps one publisher's order).
-	if !s.directAnnounced(r.ID) {
-		s.members.apply(user, r.ID, true)
-		s.members.apply(to, r.ID, true)
+	if !s.directAnnounced(room.ID) {
+		s.members.apply(user, room.ID, true)
+		s.members.apply(to, room.ID, true)
 		for _, u := range []string{user, to} {
-			if err := s.announceMember(ctx, u, r.ID, false); err != nil {
-				c.logger().Error("announcing a direct room failed: not acknowledged", "room", r.ID, "err", err)
-				ack(fail(msgUnavailable))
+			if err := s.announceMember(ctx, u, room.ID, false); err != nil {
+				r.c.logger().Error("announcing a direct room failed: not acknowledged", "room", room.ID, "err", err)
+				r.ack(fail(msgUnavailable))
 				return
 			}
 		}
-		s.markAnnounced(r.ID)
+		s.markAnnounced(room.ID)
 	}
-	s.sendTo(c, event, user, r.ID, text, clientID, ack, "peer", to)
+	r.send(room.ID, m.text, m.clientID, "peer", to)
 }
 
 // announced remembers the direct rooms whose members this server has
@@ -410,109 +492,95 @@ func (s *Server) markAnnounced(room int64) {
 	s.announced.m[room] = struct{}{}
 }
 
-func (s *Server) onRoomHistory(c *conn, args []any, ack func(any)) {
-	const event = "room history"
+// roomPageOf reads {room, before?, limit?} of room history.
+func roomPageOf(_ *request, args []any) (roomPage, error) {
 	obj, isObj := objectArg(args)
 	room, okRoom := idField(obj, "room")
 	before, okBefore := beforeField(obj)
 	limit, okLimit := limitField(obj)
 	if !isObj || !okRoom || !okBefore || !okLimit {
-		s.refuse(c, event, msgBadRoomPage, ack)
-		return
+		return roomPage{}, inputErr(msgBadRoomPage)
 	}
-	if !s.allowPage(c, event, ack) {
-		return
-	}
-	ctx, cancel := s.storeCtx()
-	defer cancel()
-	var ms []store.Message
-	var err error
-	if before == 0 {
-		ms, err = s.store.RecentRoomMessages(ctx, c.username(), room, limit)
-	} else {
-		ms, err = s.store.RoomMessagesBefore(ctx, c.username(), room, before, limit)
-	}
-	if s.roomRefused(c, event, err, ack) {
-		return
-	}
-	ack(ok("room", room, "messages", roomWires(ms)))
+	return roomPage{room, before, limit}, nil
 }
 
-// editArgs reads {message, id?} and, when withText, msg.
-func (s *Server) editArgs(args []any, withText bool, bad string) (id int64, text, clientID string, err error) {
+func (r *request) roomHistory(p roomPage) {
+	var ms []store.Message
+	var err error
+	if p.before == 0 {
+		ms, err = r.s.store.RecentRoomMessages(r.storeCtx(), r.user, p.room, p.limit)
+	} else {
+		ms, err = r.s.store.RoomMessagesBefore(r.storeCtx(), r.user, p.room, p.before, p.limit)
+	}
+	if r.roomRefused(err) {
+		return
+	}
+	r.ack(ok("room", p.room, "messages", roomWires(ms)))
+}
+
+// editOf reads {message, msg, id?} of edit message, deleteOf {message,
+// id?} of delete message.
+func editOf(r *request, args []any) (messageChange, error) {
+	return changeOf(r, args, true, msgBadEdit)
+}
+
+func deleteOf(r *request, args []any) (messageChange, error) {
+	return changeOf(r, args, false, msgBadDelete)
+}
+
+// changeOf reads {message, id?} and, when withText, msg; bad is the
+// answer to a wrong shape.
+func changeOf(r *request, args []any, withText bool, bad string) (messageChange, error) {
 	obj, isObj := objectArg(args)
 	id, isID, tooBig := messageField(obj, "message")
 	if tooBig {
-		return 0, "", "", inputErr(msgNoMessage)
+		return messageChange{}, inputErr(msgNoMessage)
 	}
 	if !isObj || !isID {
-		return 0, "", "", inputErr(bad)
+		return messageChange{}, inputErr(bad)
 	}
 	if withText {
-		text, clientID, err = textAndKey(obj, s.cfg.MaxMessageLen, bad)
-		return id, text, clientID, err
+		text, clientID, err := textAndKey(obj, r.s.cfg.MaxMessageLen, bad)
+		return messageChange{id, text, clientID}, err
 	}
-	clientID, err = clientIDOf(obj)
-	return id, "", clientID, err
-}
-
-func (s *Server) onEdit(c *conn, args []any, ack func(any)) { s.change(c, "edit message", args, ack) }
-
-func (s *Server) onDelete(c *conn, args []any, ack func(any)) {
-	s.change(c, "delete message", args, ack)
+	clientID, err := clientIDOf(obj)
+	return messageChange{id: id, clientID: clientID}, err
 }
 
 // change edits or deletes one of the user's messages and tells the room.
 // A resend with the same key changes nothing more, and is answered and
 // announced again like a resent message.
-func (s *Server) change(c *conn, event string, args []any, ack func(any)) {
-	user, in := s.loggedIn(c, event, ack)
-	if !in {
-		return
-	}
-	if !allow(s.guard.msgs, user) {
-		s.met.rejections.WithLabelValues("messages_per_user").Inc()
-		s.refusals.Warn(c.logger(), "message refused: rate limit", "user", user)
-		ack(fail(msgTooFast))
-		return
-	}
-	editing := event == "edit message"
-	bad := msgBadDelete
-	if editing {
-		bad = msgBadEdit
-	}
-	id, text, clientID, err := s.editArgs(args, editing, bad)
-	if err != nil {
-		s.refuse(c, event, publicMessage(err, bad), ack)
-		return
-	}
+func (r *request) change(c messageChange) {
+	s, user := r.s, r.user
+	// A write: its own deadline, as in send.
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StoreTimeout)
 	defer cancel()
 	var m store.Message
-	if editing {
-		m, _, err = s.store.EditMessage(ctx, id, user, text, clientID)
+	var err error
+	if r.event == "edit message" {
+		m, _, err = s.store.EditMessage(ctx, c.id, user, c.text, c.clientID)
 	} else {
-		m, _, err = s.store.DeleteMessage(ctx, id, user, clientID)
+		m, _, err = s.store.DeleteMessage(ctx, c.id, user, c.clientID)
 	}
 	var ie *store.InvalidError
 	switch {
 	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrForbidden):
-		s.refuse(c, event, msgNoMessage, ack)
+		r.refuse(msgNoMessage)
 		return
 	case errors.As(err, &ie):
-		s.refuse(c, event, invalidReason(ie), ack)
+		r.refuse(invalidReason(ie))
 		return
 	case err != nil:
-		s.storeFailed(c, event, err, ack)
+		r.storeFailed(err)
 		return
 	}
 	<-s.deliverChange(m)
 	if err := s.cfg.Bus.Publish(ctx, bus.Event{Kind: bus.KindEdit, ID: m.ID, Origin: s.id, Sent: time.Now().UnixNano()}); err != nil {
-		c.logger().Error("announcing an edit failed: not acknowledged, the client will resend", "id", m.ID, "err", err)
-		ack(fail(msgUnavailable))
+		r.c.logger().Error("announcing an edit failed: not acknowledged, the client will resend", "id", m.ID, "err", err)
+		r.ack(fail(msgUnavailable))
 		return
 	}
-	ack(ok("message", roomWire(m)))
+	r.ack(ok("message", roomWire(m)))
 }
 
 // deliverChange tells m's room that m was edited or deleted: `message
@@ -551,42 +619,31 @@ const (
 	typingTTL = 5 * time.Second
 )
 
-func (s *Server) onTyping(c *conn, args []any, ack func(any)) {
-	const event = "typing"
-	user, in := s.loggedIn(c, event, ack)
-	if !in {
-		return
-	}
-	room, err := roomArg(args)
-	if err != nil {
-		s.refuse(c, event, publicMessage(err, msgBadRoom), ack)
-		return
-	}
+func (r *request) typing(room int64) {
+	s, user := r.s, r.user
 	// Membership as delivery knows it: no store call per keystroke.
 	if !isGeneral(room) && !s.members.in(user, room) {
-		s.refuse(c, event, msgNoRoom, ack)
+		r.refuse(msgNoRoom)
 		return
 	}
 	if !s.typing.allowUser(user) {
 		s.met.rejections.WithLabelValues("typing_per_room").Inc()
-		s.refusals.Info(c.logger(), "typing notice refused: rate limit across rooms", "user", user)
-		ack(fail(msgTooFastTypingAll))
+		s.refusals.Info(r.c.logger(), "typing notice refused: rate limit across rooms", "user", user)
+		r.ack(fail(msgTooFastTypingAll))
 		return
 	}
 	if !s.typing.allow(user, room, time.Now()) {
 		s.met.rejections.WithLabelValues("typing_per_room").Inc()
-		s.refusals.Info(c.logger(), "typing notice refused: rate limit", "user", user)
-		ack(fail(msgTooFastTyping))
+		s.refusals.Info(r.c.logger(), "typing notice refused: rate limit", "user", user)
+		r.ack(fail(msgTooFastTyping))
 		return
 	}
 	s.deliverTyping(room, user)
-	ctx, cancel := s.storeCtx()
-	defer cancel()
-	if err := s.cfg.Bus.Publish(ctx, bus.Event{Kind: bus.KindTyping, Room: room, User: user, Origin: s.id, Sent: time.Now().UnixNano()}); err != nil {
+	if err := s.cfg.Bus.Publish(r.storeCtx(), bus.Event{Kind: bus.KindTyping, Room: room, User: user, Origin: s.id, Sent: time.Now().UnixNano()}); err != nil {
 		// Ephemeral: a lost notice is replaced by the next keystrokes.
-		c.logger().Warn("announcing typing", "err", err)
+		r.c.logger().Warn("announcing typing", "err", err)
 	}
-	ack(ok())
+	r.ack(ok())
 }
 
 // deliverTyping tells room's local members that user is typing.
@@ -603,21 +660,27 @@ func (s *Server) deliverTyping(room int64, user string) {
 // entries as it grows, so it holds about the notices of one interval.
 type typingThrottle struct {
 	every   time.Duration
-	perUser *limit.Limiter
+	perUser *limit.Limiter // nil when the limit across rooms is off
 	mu      sync.Mutex
 	last    map[typingKey]time.Time // guarded by mu
 }
 
 // allowUser spends one of user's typing notices across rooms.
-func (t *typingThrottle) allowUser(user string) bool { return t.perUser.Allow(user) }
+func (t *typingThrottle) allowUser(user string) bool { return allow(t.perUser, user) }
 
 type typingKey struct {
 	user string
 	room int64
 }
 
-func newTypingThrottle(every time.Duration) *typingThrottle {
-	return &typingThrottle{every: every, perUser: limit.NewLimiter(2, 6, maxLimiterKeys), last: map[typingKey]time.Time{}}
+// newTypingThrottle takes the limit across rooms from l
+// (TypingPerUser, TypingBurst), its defaults set.
+func newTypingThrottle(every time.Duration, l Limits) *typingThrottle {
+	t := &typingThrottle{every: every, last: map[typingKey]time.Time{}}
+	if l.TypingPerUser > 0 {
+		t.perUser = limit.NewLimiter(l.TypingPerUser, l.TypingBurst, maxLimiterKeys)
+	}
+	return t
 }
 
 func (t *typingThrottle) allow(user string, room int64, now time.Time) bool {
@@ -638,53 +701,44 @@ func (t *typingThrottle) allow(user string, room int64, now time.Time) bool {
 	return true
 }
 
-func (s *Server) onSearch(c *conn, args []any, ack func(any)) {
-	const event = "search"
+// searchOf reads {q, before?, limit?} of search.
+func searchOf(_ *request, args []any) (searchPage, error) {
 	obj, isObj := objectArg(args)
 	q, isText := obj["q"].(string)
 	before, okBefore := beforeField(obj)
 	limit, okLimit := limitField(obj)
 	if !isObj || !isText || !okBefore || !okLimit {
-		s.refuse(c, event, msgBadSearch, ack)
-		return
+		return searchPage{}, inputErr(msgBadSearch)
 	}
 	if len(q) > store.MaxSearchQuery {
-		s.refuse(c, event, msgSearchTooLong, ack)
-		return
+		return searchPage{}, inputErr(msgSearchTooLong)
 	}
-	if !s.allowPage(c, event, ack) {
-		return
-	}
-	ctx, cancel := s.storeCtx()
-	defer cancel()
-	ms, err := s.store.SearchMessages(ctx, c.username(), q, before, limit)
-	if s.roomRefused(c, event, err, ack) {
-		return
-	}
-	ack(ok("messages", roomWires(ms)))
+	return searchPage{q, before, limit}, nil
 }
 
-func (s *Server) onMarkRead(c *conn, args []any, ack func(any)) {
-	const event = "mark read"
-	user, in := s.loggedIn(c, event, ack)
-	if !in {
+func (r *request) search(p searchPage) {
+	ms, err := r.s.store.SearchMessages(r.storeCtx(), r.user, p.q, p.before, p.limit)
+	if r.roomRefused(err) {
 		return
 	}
+	r.ack(ok("messages", roomWires(ms)))
+}
+
+// readMarkOf reads {room, message} of mark read.
+func readMarkOf(_ *request, args []any) (readMark, error) {
 	obj, isObj := objectArg(args)
 	room, okRoom := idField(obj, "room")
 	msg, okMsg, _ := messageField(obj, "message")
 	if !isObj || !okRoom || !okMsg {
-		s.refuse(c, event, msgBadMark, ack)
+		return readMark{}, inputErr(msgBadMark)
+	}
+	return readMark{room, msg}, nil
+}
+
+func (r *request) markRead(m readMark) {
+	at, err := r.s.store.MarkRead(r.storeCtx(), r.user, m.room, m.message)
+	if r.roomRefused(err) {
 		return
 	}
-	if !s.allowRoomOp(c, user, event, ack) {
-		return
-	}
-	ctx, cancel := s.storeCtx()
-	defer cancel()
-	at, err := s.store.MarkRead(ctx, user, room, msg)
-	if s.roomRefused(c, event, err, ack) {
-		return
-	}
-	ack(ok("room", room, "lastRead", at))
+	r.ack(ok("room", m.room, "lastRead", at))
 }

@@ -38,6 +38,9 @@ const (
 	msgTooFastRooms     = "You are doing that too fast; please wait a moment"
 	msgTooFastTyping    = "Typing notices are limited to one every 2 seconds per room"
 	msgTooFastTypingAll = "You are sending typing notices too fast"
+	// msgBadInput answers input refused for a reason that has no text
+	// of its own.
+	msgBadInput = "Invalid input"
 )
 
 // wireRoomMessage is a message as the conversation events carry it: the
@@ -193,7 +196,7 @@ func textAndKey(obj map[string]any, maxLen int, bad string) (text, clientID stri
 func invalidReason(ie *store.InvalidError) string {
 	r := ie.Reason
 	if r == "" {
-		return "Invalid input"
+		return msgBadInput
 	}
 	first, n := utf8.DecodeRuneInString(r)
 	return string(unicode.ToUpper(first)) + strings.TrimSuffix(r[n:], ".")

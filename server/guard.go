@@ -45,6 +45,12 @@ type Limits struct {
 	// page marking several rooms read at once).
 	RoomOpsPerUser float64
 	RoomOpsBurst   int
+	// TypingPerUser and TypingBurst bound one user's typing notices
+	// across all rooms, so that a member of many rooms cannot multiply
+	// the one notice every 2 seconds that each room takes. Defaults 2/s,
+	// burst 6.
+	TypingPerUser float64
+	TypingBurst   int
 	// ConnsPerIP bounds concurrent connections from one address. Default
 	// 1000.
 	ConnsPerIP int
@@ -78,6 +84,7 @@ func (l *Limits) setDefaults() {
 	rateDefault(&l.MessagesPerUser, &l.MessageBurst, 10, 30)
 	rateDefault(&l.PagesPerSocket, &l.PageBurst, 2, 10)
 	rateDefault(&l.RoomOpsPerUser, &l.RoomOpsBurst, 5, 30)
+	rateDefault(&l.TypingPerUser, &l.TypingBurst, 2, 6)
 	switch {
 	case l.ConnsPerIP == 0:
 		l.ConnsPerIP = 1000

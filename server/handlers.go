@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/chatd/chat/bus"
@@ -122,17 +123,27 @@ func (s *Server) resume(ctx context.Context, c *conn, token string) {
 	sock.Emit("session", map[string]any{"username": user})
 }
 
+// allowAuth spends one login or register attempt of the socket's client
+// (guard.allowAuth); when none is left it answers, counts the refusal and
+// logs refused, sampled.
+func (s *Server) allowAuth(c *conn, refused string, ack func(any)) bool {
+	pr := c.peer
+	if s.guard.allowAuth(pr) {
+		return true
+	}
+	s.met.rejections.WithLabelValues(authLimitName(pr)).Inc()
+	s.refusals.Warn(c.logger(), refused, "ip", pr.key, "limit", authLimitName(pr))
+	ack(fail(msgTooManyAttempts))
+	return false
+}
+
 func (s *Server) storeCtx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(s.ctx, s.cfg.StoreTimeout)
 }
 
 func (s *Server) onRegister(c *conn, args []any, ack func(any)) {
-	log, pr := c.logger(), c.peer
-	ip := pr.key
-	if !s.guard.allowAuth(pr) {
-		s.met.rejections.WithLabelValues(authLimitName(pr)).Inc()
-		s.refusals.Warn(log, "register refused: rate limit", "ip", ip, "limit", authLimitName(pr))
-		ack(fail(msgTooManyAttempts))
+	log, ip := c.logger(), c.peer.key
+	if !s.allowAuth(c, "register refused: rate limit", ack) {
 		return
 	}
 	username, password, err := credentials(args)
@@ -180,12 +191,8 @@ func (s *Server) onRegister(c *conn, args []any, ack func(any)) {
 }
 
 func (s *Server) onLogin(c *conn, args []any, ack func(any)) {
-	log, pr := c.logger(), c.peer
-	ip := pr.key
-	if !s.guard.allowAuth(pr) {
-		s.met.rejections.WithLabelValues(authLimitName(pr)).Inc()
-		s.refusals.Warn(log, "login refused: rate limit", "ip", ip, "limit", authLimitName(pr))
-		ack(fail(msgTooManyAttempts))
+	log, ip := c.logger(), c.peer.key
+	if !s.allowAuth(c, "login refused: rate limit", ack) {
 		return
 	}
 	username, password, err := credentials(args)
@@ -202,7 +209,15 @@ func (s *Server) onLogin(c *conn, args []any, ack func(any)) {
 	}
 	ctx, cancel := s.storeCtx()
 	defer cancel()
-	u, err := s.store.User(ctx, username)
+	var u store.User
+	if strings.IndexByte(username, 0) >= 0 {
+		// No account has such a name (PostgreSQL text cannot hold NUL,
+		// and asking it fails as if it were down): unknown, answered
+		// after the same bcrypt work as any.
+		err = store.ErrNotFound
+	} else {
+		u, err = s.store.User(ctx, username)
+	}
 	hash := []byte(u.PasswordHash)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
@@ -288,10 +303,7 @@ func (s *Server) onSend(c *conn, args []any, ack func(any)) {
 		ack(fail(msgSendNotLoggedIn))
 		return
 	}
-	if !allow(s.guard.msgs, user) {
-		s.met.rejections.WithLabelValues("messages_per_user").Inc()
-		s.refusals.Warn(log, "message refused: rate limit", "user", user)
-		ack(fail(msgTooFast))
+	if !s.allowMessage(c, user, ack) {
 		return
 	}
 	start := time.Now()

@@ -230,7 +230,7 @@ func New(cfg Config, st store.Store, log *slog.Logger) (*Server, error) {
 	s.members = newMemberships(st, log)
 	s.events = s.eventTable()
 	s.members.changed = s.roomsChanged
-	s.typing = newTypingThrottle(typingEvery)
+	s.typing = newTypingThrottle(typingEvery, cfg.Limits)
 	fctx, fcancel := context.WithTimeout(ctx, cfg.StoreTimeout)
 	// The newest id in any room: RecentMessages reads general only, and
 	// a floor below a room's newest message would make a catch-up deliver

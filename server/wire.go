@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -28,6 +29,7 @@ const (
 	msgSendNotLoggedIn = "Not logged in"
 	msgMessageNotText  = "Message must be text"
 	msgMessageEmpty    = "Message must not be empty"
+	msgMessageNUL      = "Message must not contain the NUL character"
 	msgBadClientID     = "Message id must be a string of 1 to 128 characters"
 	msgSessionExpired  = "Session expired, please log in again"
 	msgBadPage         = "Expected {before: message id, limit: 1 to 100}"
@@ -214,10 +216,15 @@ func outgoing(args []any, maxLen int) (text, clientID string, err error) {
 }
 
 // checkText is the rule for a message's text, sent or edited: valid
-// UTF-8, not blank, at most maxLen characters.
+// UTF-8 without NUL, not blank, at most maxLen characters. PostgreSQL
+// text cannot hold NUL: such a message would fail in the store as if the
+// database were down, and a client would resend it for ever.
 func checkText(text string, maxLen int) error {
 	if !utf8.ValidString(text) {
 		return inputErr("Message must be valid UTF-8 text")
+	}
+	if strings.IndexByte(text, 0) >= 0 {
+		return inputErr(msgMessageNUL)
 	}
 	if isBlank(text) {
 		return inputErr(msgMessageEmpty)
@@ -229,14 +236,15 @@ func checkText(text string, maxLen int) error {
 }
 
 // clientIDOf reads the optional resend key `id` of obj: absent or null is
-// none, anything but a string of 1 to 128 characters is refused.
+// none, anything but a string of 1 to 128 characters is refused, and so
+// is a NUL in it (PostgreSQL text cannot hold one).
 func clientIDOf(obj map[string]any) (string, error) {
 	raw, has := obj["id"]
 	if !has || raw == nil {
 		return "", nil
 	}
 	id, isStr := raw.(string)
-	if !isStr || id == "" || utf8.RuneCountInString(id) > maxClientIDLen || !utf8.ValidString(id) {
+	if !isStr || id == "" || utf8.RuneCountInString(id) > maxClientIDLen || !utf8.ValidString(id) || strings.IndexByte(id, 0) >= 0 {
 		return "", inputErr(msgBadClientID)
 	}
 	return id, nil

@@ -24,6 +24,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -106,29 +107,8 @@ func TestHostileClients(t *testing.T) {
 		t.Skip("reads the server's memory from /proc")
 	}
 	raiseFileLimit(t)
-	dir := t.TempDir()
-	srv := startChatd(t, buildServer(t, dir), dir)
-	h := &harness{t: t, srv: srv, secrets: map[string]string{}}
-
-	wbPass := h.secret("password of the well-behaved client")
-	h.wb = newChatter(t, srv.base, "alice", wbPass)
-	// Idle clients that answer every ping: none may be dropped.
-	for range observers {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		o, err := newObserver(ctx, srv.base, addrObservers)
-		cancel()
-		if err != nil {
-			t.Fatalf("observer: %v", err)
-		}
-		h.observers = append(h.observers, o)
-	}
-
-	// Baseline: the server with one client chatting, before any attack.
-	h.wb.phase.Store(0)
-	time.Sleep(2 * time.Second)
-	h.baseline()
-
-	attacks := []attack{
+	h := startHarness(t, observers)
+	h.runAttacks([]attack{
 		{name: "1 malformed frames", fn: h.malformedFrames},
 		{name: "2 wrong argument types", fn: h.wrongTypes},
 		{name: "3 deeply nested JSON", fn: h.deepJSON},
@@ -137,17 +117,48 @@ func TestHostileClients(t *testing.T) {
 		{name: "6 half-open connections", fn: h.halfOpen, settle: 30 * time.Second},
 		{name: "7 password guessing", fn: h.guessing},
 		{name: "8 answers never read", fn: h.unreadAnswers},
+	}, "")
+}
+
+// startHarness starts the server, the well-behaved client and n idle
+// observers, and takes the baseline: the server with one client
+// chatting, before any attack.
+func startHarness(t *testing.T, n int) *harness {
+	dir := t.TempDir()
+	srv := startChatd(t, buildServer(t, dir), dir)
+	h := &harness{t: t, srv: srv, secrets: map[string]string{}}
+
+	wbPass := h.secret("password of the well-behaved client")
+	h.wb = newChatter(t, srv.base, "alice", wbPass)
+	// Idle clients that answer every ping: none may be dropped.
+	for range n {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		o, err := newObserver(ctx, srv.base, addrObservers)
+		cancel()
+		if err != nil {
+			t.Fatalf("observer: %v", err)
+		}
+		h.observers = append(h.observers, o)
 	}
+	h.wb.phase.Store(0)
+	time.Sleep(2 * time.Second)
+	h.baseline()
+	return h
+}
+
+// runAttacks runs the attacks HOSTILE_ONLY names (all when it is empty;
+// attack i is named prefix followed by i, from 1), each followed by the
+// recovery checks, then the final checks.
+func (h *harness) runAttacks(attacks []attack, prefix string) {
 	only := os.Getenv("HOSTILE_ONLY")
 	for i, a := range attacks {
-		if only != "" && !slices.Contains(strings.Split(only, ","), strconv.Itoa(i+1)) {
+		if only != "" && !slices.Contains(strings.Split(only, ","), prefix+strconv.Itoa(i+1)) {
 			continue
 		}
 		if !h.run(i+1, a) {
 			break
 		}
 	}
-
 	h.wb.phase.Store(int32(len(attacks) + 1))
 	time.Sleep(time.Second)
 	h.wb.finish()
@@ -844,6 +855,33 @@ func (h *harness) wrongTypes(t *testing.T) (int, string) {
 	return n, fmt.Sprintf("%d calls and emits; none stored", n)
 }
 
+// rawUser registers and logs in name on a fresh raw connection, closed
+// when the attack ends.
+func (h *harness) rawUser(t *testing.T, name string) *rawConn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rc, err := dialRaw(ctx, h.srv.base, dialOpts{connect: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc.start()
+	t.Cleanup(rc.close)
+	pw := h.secret("password of " + name)
+	if a, err := rc.call(1, 10*time.Second, "register", creds(name, pw)); err != nil || !strings.Contains(a, `"success":true`) {
+		t.Fatalf("register %s: %s %v", name, a, err)
+	}
+	a, err := rc.call(2, 10*time.Second, "login", creds(name, pw))
+	if err != nil || !strings.Contains(a, `"success":true`) {
+		t.Fatalf("login %s: %s %v", name, a, err)
+	}
+	var ack []any
+	json.Unmarshal([]byte(a), &ack)
+	tok, _ := ackField(ack, "token").(string)
+	h.addSecret(tok, "session token of "+name)
+	return rc
+}
+
 func creds(user, pw string) map[string]any {
 	return map[string]any{"username": user, "password": pw}
 }
@@ -1137,26 +1175,7 @@ func (h *harness) hugeFrames(t *testing.T) (int, string) {
 
 func (h *harness) flood(t *testing.T) (int, string) {
 	const n = 5000
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	rc, err := dialRaw(ctx, h.srv.base, dialOpts{connect: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rc.start()
-	defer rc.close()
-	pw := h.secret("password of the flooder")
-	if a, err := rc.call(1, 10*time.Second, "register", creds("flooder", pw)); err != nil || !strings.Contains(a, `"success":true`) {
-		t.Fatalf("register: %s %v", a, err)
-	}
-	a, err := rc.call(2, 10*time.Second, "login", creds("flooder", pw))
-	if err != nil || !strings.Contains(a, `"success":true`) {
-		t.Fatalf("login: %s %v", a, err)
-	}
-	if i := strings.Index(a, `"token":"`); i >= 0 {
-		tok := a[i+len(`"token":"`):]
-		h.addSecret(tok[:strings.IndexByte(tok, '"')], "session token of the flooder")
-	}
+	rc := h.rawUser(t, "flooder")
 	m0, err := h.srv.metrics()
 	if err != nil {
 		t.Fatal(err)
@@ -1813,23 +1832,7 @@ func (h *harness) unreadAnswers(t *testing.T) (int, string) {
 
 	// A page worth asking for: 30 messages of 2,000 characters (the
 	// message burst), plus what the well-behaved client wrote before.
-	writer, err := dialRaw(ctx, h.srv.base, dialOpts{connect: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	writer.start()
-	pw := h.secret("password of the amplifier")
-	if a, err := writer.call(1, 10*time.Second, "register", creds("amplifier", pw)); err != nil || !strings.Contains(a, `"success":true`) {
-		t.Fatalf("register: %s %v", a, err)
-	}
-	a, err := writer.call(2, 10*time.Second, "login", creds("amplifier", pw))
-	if err != nil || !strings.Contains(a, `"success":true`) {
-		t.Fatalf("login: %s %v", a, err)
-	}
-	if i := strings.Index(a, `"token":"`); i >= 0 {
-		tok := a[i+len(`"token":"`):]
-		h.addSecret(tok[:strings.IndexByte(tok, '"')], "session token of the amplifier")
-	}
+	writer := h.rawUser(t, "amplifier")
 	var last int64
 	for i := range messageBurst {
 		a, err := writer.call(uint64(10+i), 10*time.Second, "send message", fmt.Sprintf("%04d%s", i, strings.Repeat("x", 1996)))
