@@ -223,6 +223,7 @@
       ui.text.focus();
     }
     flushOutbox();
+    flushRoomSends();
     updateComposer();
     fillViewport();
     if (state.authed) refreshRooms();
@@ -913,6 +914,8 @@
     Object.keys(conv.views).forEach(function (k) {
       var v = conv.views[k];
       if (typeof v.key !== 'number') return;
+      v.gen++; // a page still asked for on the old connection is ignored
+      v.loading = false;
       v.loaded = false;
       v.exhausted = false;
       v.list.forEach(function (it) { it.li.remove(); });
@@ -1054,7 +1057,7 @@
     ol.setAttribute('role', 'log');
     ol.setAttribute('aria-live', 'polite');
     ol.hidden = true;
-    v = { key: key, ol: ol, list: [], byId: {}, pending: [], loaded: typeof key === 'string', loading: false, exhausted: typeof key === 'string' };
+    v = { key: key, ol: ol, list: [], byId: {}, pending: [], loaded: typeof key === 'string', loading: false, exhausted: typeof key === 'string', gen: 0 };
     var row = node('li', 'history-row');
     row.hidden = true;
     ol.appendChild(row);
@@ -1073,6 +1076,7 @@
     if (conv.current !== key && !ui.chat.hidden) {
       var was = conv.current === GENERAL ? ui.messages : conv.views[conv.current] && conv.views[conv.current].ol;
       if (was) conv.scroll[conv.current] = was.scrollHeight - was.scrollTop - was.clientHeight <= NEAR_BOTTOM_PX ? null : was.scrollHeight - was.scrollTop;
+      markRead(conv.current); // a mark read still due for the room left
     }
     conv.current = key;
     var general = key === GENERAL;
@@ -1126,6 +1130,7 @@
   function loadRoomPage(v, limit) {
     if (v.loading || v.exhausted || typeof v.key !== 'number' || !state.connected) return Promise.resolve(false);
     v.loading = true;
+    var gen = v.gen;
     var before = viewMin(v);
     var payload = { room: v.key, limit: limit || OLDER_LIMIT };
     if (before != null) payload.before = before;
@@ -1133,6 +1138,7 @@
     v.row.dataset.kind = 'loading';
     v.row.textContent = 'Loading older messages…';
     return ask('room history', payload).then(function (res) {
+      if (gen !== v.gen) return false;
       v.loading = false;
       v.row.hidden = true;
       if (!res.success || !Array.isArray(res.messages)) {
@@ -1165,7 +1171,9 @@
     if (m.room === GENERAL) return; // general travels as `new message`
     var v = conv.views[m.room];
     if (!roomById(m.room)) refreshRooms(); // a new direct room, for instance
-    if (v && v.loaded) {
+    // Also while its page loads: that page may have been read before this
+    // message was stored (ids keep the order, and nothing shows twice).
+    if (v && (v.loaded || v.loading)) {
       var follow = m.user === state.me || roomAtBottom(v);
       if (m.user === state.me) claimRoomPending(v, m);
       if (roomInsert(v, m) && follow) v.ol.scrollTop = v.ol.scrollHeight;
@@ -1193,7 +1201,8 @@
 
   // markReadSoon tells the server that the shown room is read up to its
   // newest message: at most once a second per room (the server's room
-  // change budget), and never backwards.
+  // change budget), and never backwards. Leaving the room sends what is
+  // due at once (see showRoom): what was on screen was read.
   function markReadSoon(key) {
     if (typeof key !== 'number' || !conv.supported || !state.authed || document.hidden) return;
     var r = roomById(key);
@@ -1202,27 +1211,43 @@
     if (read.timer) return;
     var wait = Math.max(0, read.at + 1000 - Date.now());
     read.timer = setTimeout(function () {
-      read.timer = null;
-      if (conv.current !== key || document.hidden || !conv.supported) return;
-      var top = key === GENERAL ? maxId() : conv.views[key] ? viewMax(conv.views[key]) : 0;
-      if (r.unread) { r.unread = 0; renderRooms(); }
-      if (!top || top <= (r.lastRead || 0)) return;
-      read.at = Date.now();
-      r.lastRead = top;
-      ask('mark read', { room: key, message: top }).then(function (res) {
-        if (res.success && typeof res.lastRead === 'number') r.lastRead = Math.max(r.lastRead, res.lastRead);
-      });
+      if (conv.current === key) markRead(key);
+      else read.timer = null;
     }, wait);
   }
 
+  function markRead(key) {
+    var read = conv.reads[key];
+    if (!read || !read.timer) return;
+    clearTimeout(read.timer);
+    read.timer = null;
+    // The room as listed now: the list may have been read again meanwhile.
+    var r = roomById(key);
+    if (!r || !r.member || document.hidden || !conv.supported) return;
+    var top = key === GENERAL ? maxId() : conv.views[key] ? viewMax(conv.views[key]) : 0;
+    if (r.unread) { r.unread = 0; renderRooms(); }
+    if (!top || top <= (r.lastRead || 0)) return;
+    read.at = Date.now();
+    r.lastRead = top;
+    ask('mark read', { room: key, message: top }).then(function (res) {
+      if (res.success && typeof res.lastRead === 'number') r.lastRead = Math.max(r.lastRead, res.lastRead);
+    });
+  }
+
   // ----- sending -----
+  // A message to a room or a person is pending (shown greyed) until the
+  // server answers. It goes out when this connection is logged in, and
+  // again with the same client id (the server stores it once) after a
+  // reconnection that left it unanswered: one that left the page just as
+  // the server died is lost on the way, as with general's outbox. Unlike
+  // the outbox it is not kept across a reload.
 
   function sendCurrent() {
     if (conv.current === GENERAL) { sendMessage(); return; }
     var text = ui.text.value;
     if (!text.trim() || !state.me) return;
     var v = viewFor(conv.current);
-    var p = { cid: clientId(), text: text, li: messageNode({ msg: text, user: state.me }, true) };
+    var p = { cid: clientId(), text: text, sentOn: 0, li: messageNode({ msg: text, user: state.me }, true) };
     p.li.dataset.cid = p.cid;
     v.pending.push(p);
     v.ol.appendChild(p.li);
@@ -1231,13 +1256,36 @@
     ui.text.value = '';
     updateComposer();
     ui.text.focus();
-    var key = v.key;
+    if (canFlush()) sendRoomEntry(v, p);
+  }
+
+  // flushRoomSends sends what waits in the room views: after a login or a
+  // resumed session on a new connection.
+  function flushRoomSends() {
+    if (!canFlush()) return;
+    Object.keys(conv.views).forEach(function (k) {
+      var v = conv.views[k];
+      v.pending.slice().forEach(function (p) { if (p.sentOn !== state.conn) sendRoomEntry(v, p); });
+    });
+  }
+
+  function sendRoomEntry(v, p) {
+    var key = v.key, text = p.text, conn = state.conn;
+    p.sentOn = conn;
     var req = typeof key === 'string'
       ? ask('send direct message', { to: key.slice(3), msg: text, id: p.cid })
       : ask('send room message', { room: key, msg: text, id: p.cid });
     req.then(function (res) {
-      var i = v.pending.indexOf(p);
-      if (i >= 0) { v.pending.splice(i, 1); p.li.remove(); }
+      if (v.pending.indexOf(p) < 0 || p.sentOn !== conn) return; // answered, or sent again since
+      // No answer on a connection that is gone, or not logged in yet: it
+      // goes again on the next logged-in connection (now if that is this one).
+      if (!res.success && (conn !== state.conn || !state.authed || res.message === NOT_LOGGED_IN)) {
+        p.sentOn = 0;
+        if (canFlush() && conn !== state.conn) sendRoomEntry(v, p);
+        return;
+      }
+      v.pending.splice(v.pending.indexOf(p), 1);
+      p.li.remove();
       if (!res.success) {
         roomError('Not sent: ' + (res.message || 'the message could not be sent.'));
         if (!ui.text.value) { ui.text.value = text; updateComposer(); }

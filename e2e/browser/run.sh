@@ -14,8 +14,11 @@
 # throw-away e2e_fo_* database) behind nginx, kill the primary and watch the
 # pages move to the backup; test/report-nginx.test.js does the same behind
 # the report's own nginx block (test/report-nginx.conf: no Host, no Upgrade,
-# no X-Forwarded-For) and brings the primary back. They skip without nginx or
-# PostgreSQL, except under CI=true, where they fail.
+# no X-Forwarded-For) and brings the primary back, and
+# test/report-nginx-conversations.test.js runs rooms, direct messages,
+# typing, edit, delete, search and unread counts there, across a kill of the
+# primary. They skip without nginx or PostgreSQL, except under CI=true, where
+# they fail.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

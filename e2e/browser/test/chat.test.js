@@ -4,25 +4,12 @@
 // up while messages arrive is scroll.test.js.)
 'use strict';
 
-const { test, before, after } = require('node:test');
+const { test } = require('node:test');
 const assert = require('node:assert/strict');
 const h = require('./helpers');
 
 const T = { timeout: 45000 };
-let browser;
-const opened = [];
-
-before(async () => { browser = await h.launch(); });
-after(async () => {
-  for (const o of opened) await o.context.close().catch(() => {});
-  if (browser) await browser.close();
-});
-
-async function open(options) {
-  const o = await h.openPage(browser, options);
-  opened.push(o);
-  return o;
-}
+const { open } = h.sharedBrowser();
 
 // Users shared by the tests below, created by the first one.
 const alice = h.uniqueName('alice');
@@ -30,10 +17,7 @@ const bob = h.uniqueName('bob');
 let A, B;
 
 test('two users chat live and a newcomer sees the history', T, async () => {
-  A = await open();
-  B = await open();
-  await h.register(A.page, alice);
-  await h.register(B.page, bob);
+  [A, B] = await h.signedIn(open, alice, bob);
 
   for (const p of [A.page, B.page]) {
     await h.onlineUser(p, alice).waitFor();

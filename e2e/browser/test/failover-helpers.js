@@ -1,9 +1,10 @@
-// failover-helpers.js: what failover.test.js and failover-websocket.test.js
-// share: a cluster of the report's deployment (section 3.1) - the Go binary
-// as primary and backup on one PostgreSQL (a throw-away e2e_fo_* database),
-// nginx in front with the repository's nginx.conf rewritten the way
-// test/failover/cluster_test.go does - and the failover story a browser lives
-// through when the primary is killed. Not a test file itself.
+// failover-helpers.js: what failover.test.js, failover-websocket.test.js and
+// the report-nginx*.test.js files share: a cluster of the report's
+// deployment (section 3.1) - the Go binary as primary and backup on one
+// PostgreSQL (a throw-away e2e_fo_* database), nginx in front with the
+// repository's nginx.conf (or test/report-nginx.conf) rewritten the way
+// test/failover/cluster_test.go does - and the failover story a browser
+// lives through when the primary is killed. Not a test file itself.
 //
 // Needs CHATD_BIN (run.sh sets it), nginx (NGINX_BIN, PATH or /usr/sbin;
 // run.sh runs scripts/ensure-nginx.sh) and PostgreSQL on 127.0.0.1:5432
@@ -434,6 +435,82 @@ async function measureFirstLoad(A, me) {
     + ` -> connected and listed online ${Date.now() - tReload} ms`);
 }
 
+// holdHandshakes makes the page's new Socket.IO handshakes wait until
+// release(), so that what a test does right after killing the primary
+// happens while the page is still reconnecting, however slow this machine.
+// The client waits 0.5..1.5 s before its first attempt, which is plenty; if
+// this process is slower than that, the attempts (HTTP, every one starts
+// with a polling handshake) wait here. Only new handshakes (no sid) are
+// held: what the dead session still sends must fail as it would. release()
+// lets them go and resolves with the longest wait, in ms.
+async function holdHandshakes(page) {
+  let open, held = 0;
+  const released = new Promise((r) => { open = r; });
+  const isSocketIO = (u) => u.pathname === '/socket.io/';
+  const hold = async (route) => {
+    if (!new URL(route.request().url()).searchParams.has('sid')) {
+      const t = Date.now();
+      await released;
+      held = Math.max(held, Date.now() - t);
+    }
+    await route.continue().catch(() => {});
+  };
+  await page.route(isSocketIO, hold);
+  return {
+    async release() {
+      open();
+      await page.unroute(isSocketIO, hold);
+      return held;
+    },
+  };
+}
+
+// connectedOrWhy waits for the sign-in card to say "Connected"; if it never
+// does, it fails with what the server answers a page's Socket.IO handshake
+// through this nginx (the origin check refused it: 403 "origin not allowed").
+async function connectedOrWhy(cluster, page) {
+  try {
+    await page.locator('#auth .status[data-state="connected"]').waitFor({ timeout: 15000 });
+  } catch (err) {
+    const origin = new URL(cluster.url).origin;
+    const res = await fetch(cluster.url + 'socket.io/?EIO=4&transport=polling', { headers: { Origin: origin } })
+      .then(async (r) => `${r.status} ${await r.text()}`, (e) => String(e));
+    throw new Error(`the page never connected behind the report's nginx block; a handshake with Origin ${origin}`
+      + ` gets: ${res.slice(0, 200)} (403 "origin not allowed": the server's Origin check refuses its own page`
+      + ` when nginx passes Host "backend", see server/guard.go)\n${err.message}`);
+  }
+}
+
+// withCluster runs body(cluster, open, opened) on a started cluster with
+// the nginx configuration conf (relative to the repository): open() opens
+// a tracked page (openTracked) on it and waits until it is connected
+// (connectedOrWhy); opened lists those pages, all closed at the end. After
+// body, no page still listed may have shown a dialog or an uncaught error,
+// and the cluster is stopped. On a failure the logs of the cluster are
+// printed, then whatever onFailure(opened) prints.
+async function withCluster(conf, body, onFailure) {
+  const cluster = new Cluster(() => ({}), conf);
+  const opened = [];
+  try {
+    await cluster.start();
+    const open = async () => {
+      const o = await openTracked(cluster.url);
+      opened.push(o);
+      await connectedOrWhy(cluster, o.page);
+      return o;
+    };
+    await body(cluster, open, opened);
+    for (const o of opened) assert.deepEqual(o.problems, { dialogs: [], errors: [] }, 'no dialog, no uncaught error');
+    await cluster.stop();
+  } catch (err) {
+    cluster.printLogs();
+    if (onFailure) await onFailure(opened).catch((e) => console.log(`# (could not say more: ${e})`));
+    throw err;
+  } finally {
+    for (const o of opened) await o.context.close().catch(() => {});
+  }
+}
+
 // ---------- the scenario ----------
 
 // failover runs the whole story on a started cluster and returns the
@@ -470,30 +547,13 @@ async function failover(cluster, label, opts = {}) {
     await A.page.fill('#text', text);
     await record(A.page, text);
     await record(B.page, text);
-    // Safety net for a slow machine: Enter must land while A reconnects. The
-    // client waits 0.5..1.5 s before its first attempt, which is plenty; if
-    // this process is slower than that, A's attempts (HTTP, every one starts
-    // with a polling handshake) wait here for Enter, and the delay is printed.
-    let tKill = 0, entered, held = 0;
-    const afterEnter = new Promise((r) => { entered = r; });
-    const isSocketIO = (u) => u.pathname === '/socket.io/';
-    const hold = async (route) => {
-      // Only new handshakes (no sid): what the dead session still sends
-      // must fail as it would.
-      if (tKill && !new URL(route.request().url()).searchParams.has('sid')) {
-        const t = Date.now();
-        await afterEnter;
-        held = Math.max(held, Date.now() - t);
-      }
-      await route.continue().catch(() => {});
-    };
-    await A.page.route(isSocketIO, hold);
-    tKill = Date.now();
+    // Safety net for a slow machine: Enter must land while A reconnects.
+    const gate = await holdHandshakes(A.page);
+    const tKill = Date.now();
     cluster.kill('primary');
     await A.page.locator('#chat .status[data-state="reconnecting"]').waitFor({ timeout: 5000 });
     await A.page.press('#text', 'Enter');
-    entered();
-    await A.page.unroute(isSocketIO, hold);
+    const held = await gate.release();
     if (held > 5) console.log(`# ${label}: NOTE: A's reconnection waited ${held} ms for Enter; its times include that`);
     let shot, shotStart, shotEnd;
     if (opts.shots) {
@@ -613,4 +673,7 @@ async function failover(cluster, label, opts = {}) {
   }
 }
 
-module.exports = { T, mustRun, Cluster, failover, closeAll, openTracked, psql, RECOVER_LIMIT_MS };
+module.exports = {
+  T, mustRun, Cluster, withCluster, failover, closeAll, openTracked, connectedOrWhy, holdHandshakes, alive, psql,
+  RECOVER_LIMIT_MS,
+};

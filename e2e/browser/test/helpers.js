@@ -69,6 +69,16 @@ async function register(page, username, password = PASSWORD) {
   await page.locator('#chat').waitFor({ state: 'visible' });
 }
 
+// signedIn opens a page for each name with open (a set's open, or
+// failover-helpers' openTracked bound to a url), then registers each name
+// on its page, in order. Resolves with the pages, in the same order.
+async function signedIn(open, ...names) {
+  const pages = [];
+  for (let i = 0; i < names.length; i++) pages.push(await open());
+  for (let i = 0; i < names.length; i++) await register(pages[i].page, names[i]);
+  return pages;
+}
+
 async function login(page, username, password = PASSWORD) {
   await showLogin(page);
   await fillCard(page, username, password);
@@ -98,9 +108,11 @@ function confirmed(page, text, author) {
   return message(page, text, author, '#messages .msg:not(.pending)');
 }
 
-// shownMessages lists [author, text] pairs as the page shows them, in order.
-function shownMessages(page) {
-  return page.$$eval('#messages .msg', (items) => items.map((li) =>
+// shownMessages lists [author, text] pairs as the page shows them, in order:
+// general's by default, or those of base (such as the room list on screen,
+// '#chat .messages:not([hidden]) .msg').
+function shownMessages(page, base = '#messages .msg') {
+  return page.$$eval(base, (items) => items.map((li) =>
     [li.querySelector('.author').textContent, li.querySelector('.text').textContent]));
 }
 
@@ -220,15 +232,7 @@ class OwnServer {
     throw new Error('server did not become healthy:\n' + this.log());
   }
 
-  async stop() {
-    const proc = this.proc;
-    if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
-    const exited = new Promise((r) => proc.once('exit', r));
-    proc.kill('SIGTERM');
-    const timer = setTimeout(() => proc.kill('SIGKILL'), 8000);
-    await exited;
-    clearTimeout(timer);
-  }
+  async stop() { await stopProcess(this.proc, 8000); }
 
   // wipe removes the store, as on a backup whose database lacks the data.
   wipe() {
@@ -245,32 +249,83 @@ class OwnServer {
   }
 }
 
+// pageSet is one Chromium and the pages opened in it, for a test file's
+// hooks: launch() starts the browser, open(options, url) opens a page
+// (openPage) at url, by default url(), and keeps it to be closed by close(),
+// which then closes the browser.
+function pageSet(url) {
+  const set = { browser: null, opened: [] };
+  set.launch = async () => { set.browser = await launch(); };
+  set.open = async (options, at = url()) => {
+    const o = await openPage(set.browser, options, at);
+    set.opened.push(o);
+    return o;
+  };
+  set.close = async () => {
+    for (const o of set.opened) await o.context.close().catch(() => {});
+    if (set.browser) await set.browser.close();
+  };
+  return set;
+}
+
+// sharedBrowser is the set-up of a test file whose tests use the suite's
+// server (BASE_URL) in one browser: it registers the file's before and
+// after hooks, which launch Chromium and then close every page opened and
+// the browser. It returns the set: set.open(options) opens a page on the
+// suite's server (set.browser for a context of one's own).
+function sharedBrowser() {
+  const { before, after } = require('node:test');
+  const set = pageSet(() => BASE_URL + '/');
+  before(set.launch);
+  after(set.close);
+  return set;
+}
+
 // ownServer is the set-up of a test file that runs a server of its own
 // (OwnServer from bin, with env) and one browser: it registers the file's
 // before and after hooks, which start both and then close every page
 // opened, the browser and the server. It returns the room: room.srv is the
 // server (to stop, wipe or restart it), room.open(options) opens a page on
-// it. Without bin nothing starts (the file's tests skip themselves).
+// it (room.browser for a context of one's own). Without bin nothing starts
+// (the file's tests skip themselves).
 function ownServer(bin, env) {
   const { before, after } = require('node:test');
-  const room = { srv: null, browser: null, opened: [] };
+  const room = pageSet(() => room.srv.url + '/');
+  room.srv = null;
   before(async () => {
     if (!bin) return;
     room.srv = new OwnServer(bin, env);
     await room.srv.start();
-    room.browser = await launch();
+    await room.launch();
   });
   after(async () => {
-    for (const o of room.opened) await o.context.close().catch(() => {});
-    if (room.browser) await room.browser.close();
+    await room.close();
     if (room.srv) await room.srv.close();
   });
-  room.open = async (options) => {
-    const o = await openPage(room.browser, options, room.srv.url + '/');
-    room.opened.push(o);
-    return o;
-  };
   return room;
+}
+
+// stopProcess ends a child process and waits for it: SIGTERM, then SIGKILL
+// after graceMs. Nothing to do when it has already exited.
+async function stopProcess(proc, graceMs) {
+  if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
+  const exited = new Promise((r) => proc.once('exit', r));
+  proc.kill('SIGTERM');
+  const timer = setTimeout(() => proc.kill('SIGKILL'), graceMs);
+  await exited;
+  clearTimeout(timer);
+}
+
+// roomButton finds a room's entry in the room list by its label: '#name'
+// or '@peer'.
+function roomButton(page, label) {
+  return page.locator('#rooms .room-btn').filter({ has: page.locator('.room-label').getByText(label, { exact: true }) });
+}
+
+// shown is confirmed() in the message list on screen: general's #messages
+// or another room's.
+function shown(page, text, author) {
+  return message(page, text, author, '#chat .messages:not([hidden]) .msg:not(.pending)');
 }
 
 async function screenshot(page, name) {
@@ -280,8 +335,18 @@ async function screenshot(page, name) {
   return { file, buffer };
 }
 
+// styledShot saves a screenshot of the page as out/<name>.png and asserts
+// that it is a real render (looksStyled).
+async function styledShot(page, name) {
+  const shot = await screenshot(page, name);
+  const stats = imageStats(shot.buffer);
+  require('node:assert/strict').ok(looksStyled(stats), `${name}.png looks blank or unstyled: ${JSON.stringify(stats)}`);
+  return shot;
+}
+
 module.exports = {
   BASE_URL, PASSWORD, launch, uniqueName, openPage, fillCard, showRegister, showLogin,
-  register, login, send, onlineUser, message, confirmed, shownMessages, imageStats, looksStyled, screenshot,
-  pending, failed, storedSession, seedMessages, OwnServer, ownServer,
+  register, signedIn, login, send, onlineUser, message, confirmed, shownMessages, imageStats, looksStyled, screenshot, styledShot,
+  pending, failed, storedSession, seedMessages, OwnServer, ownServer, sharedBrowser, stopProcess,
+  roomButton, shown,
 };

@@ -5,7 +5,7 @@
 // Runs its own server (a history of known length) from CHATD_BIN.
 'use strict';
 
-const { test, before, after } = require('node:test');
+const { test } = require('node:test');
 const assert = require('node:assert/strict');
 const h = require('./helpers');
 
@@ -13,31 +13,20 @@ const BIN = process.env.CHATD_BIN;
 const T = { timeout: 60000, skip: BIN ? false : 'CHATD_BIN not set' };
 const TOTAL = 120;
 
-let browser, srv, seeder;
-
-before(async () => {
-  if (!BIN) return;
-  srv = new h.OwnServer(BIN);
-  await srv.start();
-  browser = await h.launch();
-});
-
-after(async () => {
-  if (browser) await browser.close();
-  if (srv) await srv.close();
-});
+const room = h.ownServer(BIN);
+let seeder;
 
 const label = (i) => 'history ' + String(i).padStart(3, '0');
 
 test('scrolling to the top loads older messages down to the beginning', T, async () => {
   seeder = h.uniqueName('sam');
   const texts = Array.from({ length: TOTAL }, (_, i) => label(i + 1));
-  const S = await h.openPage(browser, {}, srv.url + '/');
+  const S = await room.open();
   const ids = await h.seedMessages(S.page, seeder, texts);
   assert.equal(ids.length, TOTAL);
   await S.context.close();
 
-  const N = await h.openPage(browser, { viewport: { width: 1280, height: 700 } }, srv.url + '/');
+  const N = await room.open({ viewport: { width: 1280, height: 700 } });
   const { page } = N;
   await h.register(page, h.uniqueName('newt'));
   await h.confirmed(page, label(TOTAL), seeder).waitFor();
@@ -64,9 +53,9 @@ test('scrolling to the top loads older messages down to the beginning', T, async
   await h.screenshot(page, 'chat-history-start');
 
   // A reconnection's `load all messages` merges: nothing lost, nothing twice.
-  await srv.stop();
+  await room.srv.stop();
   await page.locator('#hint.waiting').waitFor();
-  await srv.start();
+  await room.srv.start();
   await page.locator('#chat .status[data-state="connected"]').waitFor({ timeout: 20000 });
   // Logged in again by the token: `session` comes after `load all messages`.
   await page.locator('#hint:not(.waiting)').waitFor();
@@ -99,13 +88,13 @@ function withoutPaging() {
 
 test('with no answer to `load older messages`, the page gives up quietly', T, async () => {
   assert.ok(seeder, 'needs the history of the first test');
-  const context = await browser.newContext({ viewport: { width: 1280, height: 700 } });
+  const context = await room.browser.newContext({ viewport: { width: 1280, height: 700 } });
   try {
     await context.addInitScript(withoutPaging);
     const page = await context.newPage();
     const errors = [];
     page.on('pageerror', (e) => errors.push(String(e)));
-    await page.goto(srv.url + '/');
+    await page.goto(room.srv.url + '/');
     await h.register(page, h.uniqueName('quin'));
     await h.confirmed(page, label(TOTAL), seeder).waitFor();
     await page.$eval('#messages', (e) => { e.scrollTop = 0; });

@@ -58,14 +58,7 @@ async function startRef() {
   throw new Error('reference server did not start: ' + fs.readFileSync(path.join(dir, 'ref.log'), 'utf8'));
 }
 
-async function stopRef() {
-  if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
-  const exited = new Promise((r) => proc.once('exit', r));
-  proc.kill('SIGTERM');
-  const timer = setTimeout(() => proc.kill('SIGKILL'), 5000);
-  await exited;
-  clearTimeout(timer);
-}
+async function stopRef() { await h.stopProcess(proc, 5000); }
 
 before(async () => {
   if (skip) return;

@@ -26,39 +26,16 @@ after(fo.closeAll);
 // nginx sends everything to the backup even when the primary is back.
 const NGINX_FAIL_TIMEOUT_MS = 10000;
 
-// connectedOrWhy waits for the card to say "Connected"; if it never does,
-// it fails with what the server answers a page's Socket.IO handshake
-// through this nginx (the origin check refused it: 403 "origin not allowed").
-async function connectedOrWhy(cluster, page) {
-  try {
-    await page.locator('#auth .status[data-state="connected"]').waitFor({ timeout: 15000 });
-  } catch (err) {
-    const origin = new URL(cluster.url).origin;
-    const res = await fetch(cluster.url + 'socket.io/?EIO=4&transport=polling', { headers: { Origin: origin } })
-      .then(async (r) => `${r.status} ${await r.text()}`, (e) => String(e));
-    throw new Error(`the page never connected behind the report's nginx block; a handshake with Origin ${origin}`
-      + ` gets: ${res.slice(0, 200)} (403 "origin not allowed": the server's Origin check refuses its own page`
-      + ` when nginx passes Host "backend", see server/guard.go)\n${err.message}`);
-  }
-}
-
 test('behind the report\'s own nginx block: chat, history, reload, kill -9 the primary, chat on the backup, primary back; every message once', { ...fo.T, timeout: 180000 }, async () => {
   fo.mustRun();
-  const cluster = new fo.Cluster(() => ({}), 'test/report-nginx.conf');
-  const opened = [];
   const tag = crypto.randomBytes(3).toString('hex');
   const sent = []; // [author, text], in the order they were sent
-  try {
-    await cluster.start();
+  await fo.withCluster('test/report-nginx.conf', async (cluster, open, opened) => {
     const a = h.uniqueName('rna');
     const b = h.uniqueName('rnb');
-    const A = await fo.openTracked(cluster.url);
-    opened.push(A);
-    await connectedOrWhy(cluster, A.page);
+    const A = await open();
     await h.register(A.page, a);
-    const B = await fo.openTracked(cluster.url);
-    opened.push(B);
-    await connectedOrWhy(cluster, B.page);
+    const B = await open();
     await h.register(B.page, b);
     const who = (o) => (o === A ? a : b);
     const other = (o) => (o === A ? B : A);
@@ -76,9 +53,7 @@ test('behind the report\'s own nginx block: chat, history, reload, kill -9 the p
     await h.confirmed(A.page, sent[1][1], b).waitFor();
 
     // ----- 2. the history, for someone who logs in later -----
-    const C = await fo.openTracked(cluster.url);
-    opened.push(C);
-    await connectedOrWhy(cluster, C.page);
+    const C = await open();
     await h.login(C.page, a); // a second tab of A's user: login, not register
     for (const [u, t] of sent) await h.confirmed(C.page, t, u).waitFor();
     await C.context.close();
@@ -157,14 +132,6 @@ test('behind the report\'s own nginx block: chat, history, reload, kill -9 the p
     assert.deepEqual(rows.stdout.trim().split('\n').sort(), sent.map(([, t]) => t).sort(), 'each stored once');
     console.log(`# report-nginx: ${sent.length} messages, each shown once on both pages and stored once`);
 
-    const shot = await h.screenshot(A.page, 'report-nginx');
-    assert.ok(h.looksStyled(h.imageStats(shot.buffer)), 'report-nginx.png looks styled');
-    for (const o of opened) assert.deepEqual(o.problems, { dialogs: [], errors: [] }, 'no dialog, no uncaught error');
-    await cluster.stop();
-  } catch (err) {
-    cluster.printLogs();
-    throw err;
-  } finally {
-    for (const o of opened) await o.context.close().catch(() => {});
-  }
+    await h.styledShot(A.page, 'report-nginx');
+  });
 });

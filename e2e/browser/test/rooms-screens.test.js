@@ -6,17 +6,15 @@
 // PAGE_SHOTS too when it is set).
 'use strict';
 
-const { test, before, after } = require('node:test');
+const { test } = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const path = require('node:path');
 const h = require('./helpers');
 
 const T = { timeout: 120000 };
-let browser;
-
-before(async () => { browser = await h.launch(); });
-after(async () => { if (browser) await browser.close(); });
+const pages = h.sharedBrowser();
+const { roomButton } = h;
 
 async function shot(page, name) {
   const s = await h.screenshot(page, name);
@@ -28,15 +26,11 @@ async function shot(page, name) {
   }
 }
 
-function roomButton(page, label) {
-  return page.locator('#rooms .room-btn').filter({ has: page.locator('.room-label').getByText(label, { exact: true }) });
-}
-
 test('the conversation screens render styled: light, dark, phone', T, async () => {
   const me = h.uniqueName('dana');
   const friend = h.uniqueName('eli');
-  const A = await h.openPage(browser);
-  const D = await h.openPage(browser, { colorScheme: 'dark' });
+  const A = await pages.open();
+  const D = await pages.open({ colorScheme: 'dark' });
   try {
     await h.register(A.page, me);
     await h.register(D.page, friend);
@@ -98,7 +92,7 @@ test('the conversation screens render styled: light, dark, phone', T, async () =
 
     // Phone width, light and dark: the folded sidebar and a room.
     for (const scheme of ['light', 'dark']) {
-      const P = await h.openPage(browser, { viewport: { width: 390, height: 844 }, colorScheme: scheme, isMobile: true, hasTouch: true });
+      const P = await pages.open({ viewport: { width: 390, height: 844 }, colorScheme: scheme, isMobile: true, hasTouch: true });
       try {
         await h.login(P.page, me);
         await roomButton(P.page, '#general').waitFor({ state: 'attached' });

@@ -4,44 +4,20 @@
 // and delete of one's own messages, and search jumping to a message.
 'use strict';
 
-const { test, before, after } = require('node:test');
+const { test } = require('node:test');
 const assert = require('node:assert/strict');
 const h = require('./helpers');
 
 const T = { timeout: 90000 };
-let browser;
-const opened = [];
-
-before(async () => { browser = await h.launch(); });
-after(async () => {
-  for (const o of opened) await o.context.close().catch(() => {});
-  if (browser) await browser.close();
-});
-
-async function open(options) {
-  const o = await h.openPage(browser, options);
-  opened.push(o);
-  return o;
-}
-
-// The room list's entry for a room, by its label ('#name' or '@peer').
-function roomButton(page, label) {
-  return page.locator('#rooms .room-btn').filter({ has: page.locator('.room-label').getByText(label, { exact: true }) });
-}
-// The message list on screen (general's #messages or another room's).
-function shown(page, text, author) {
-  return h.message(page, text, author, '#chat .messages:not([hidden]) .msg:not(.pending)');
-}
+const { open } = h.sharedBrowser();
+const { roomButton, shown } = h;
 
 const alice = h.uniqueName('alice');
 const bob = h.uniqueName('bob');
 let A, B;
 
 test('rooms: general first and selected, create, join, unread counts, mark read, leave', T, async () => {
-  A = await open();
-  B = await open();
-  await h.register(A.page, alice);
-  await h.register(B.page, bob);
+  [A, B] = await h.signedIn(open, alice, bob);
   for (const p of [A.page, B.page]) {
     await roomButton(p, '#general').waitFor();
     assert.equal(await p.locator('#rooms .room-btn').first().locator('.room-label').textContent(), '#general', 'general is first');

@@ -2,15 +2,12 @@
 // they are real renders: a page whose stylesheet failed is caught.
 'use strict';
 
-const { test, before, after } = require('node:test');
+const { test } = require('node:test');
 const assert = require('node:assert/strict');
 const h = require('./helpers');
 
 const T = { timeout: 45000 };
-let browser;
-
-before(async () => { browser = await h.launch(); });
-after(async () => { if (browser) await browser.close(); });
+const pages = h.sharedBrowser();
 
 function assertStyled(name, buffer) {
   const stats = h.imageStats(buffer);
@@ -19,7 +16,7 @@ function assertStyled(name, buffer) {
 }
 
 test('the sign-in screens render styled', T, async () => {
-  const { context, page, problems } = await h.openPage(browser);
+  const { context, page, problems } = await pages.open();
   try {
     const loginShot = await h.screenshot(page, 'login');
     assertStyled('login', loginShot.buffer);
@@ -41,7 +38,7 @@ test('the sign-in screens render styled', T, async () => {
 });
 
 test('the check catches a page whose stylesheet did not load', T, async () => {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const context = await pages.browser.newContext({ viewport: { width: 1280, height: 800 } });
   try {
     const page = await context.newPage();
     await page.route('**/style.css', (route) => route.abort());
@@ -57,8 +54,8 @@ test('the check catches a page whose stylesheet did not load', T, async () => {
 test('the chat screen renders styled, wide, narrow and dark', T, async () => {
   const me = h.uniqueName('dana');
   const friend = h.uniqueName('eli');
-  const A = await h.openPage(browser);
-  const B = await h.openPage(browser, { viewport: { width: 375, height: 740 }, colorScheme: 'dark', isMobile: true, hasTouch: true });
+  const A = await pages.open();
+  const B = await pages.open({ viewport: { width: 375, height: 740 }, colorScheme: 'dark', isMobile: true, hasTouch: true });
   try {
     await h.register(A.page, me);
     await h.register(B.page, friend);
@@ -105,7 +102,7 @@ test('the chat screen renders styled, wide, narrow and dark', T, async () => {
 test('at phone width the signed-in name stays on screen, next to the other controls', T, async () => {
   const long = 'someone-with-a-rather-long-name-' + h.uniqueName('');
   for (const [width, name, shot] of [[375, h.uniqueName('dana'), 'chat-phone-name'], [320, long, 'chat-phone-long-name']]) {
-    const o = await h.openPage(browser, { viewport: { width, height: 640 }, isMobile: true, hasTouch: true });
+    const o = await pages.open({ viewport: { width, height: 640 }, isMobile: true, hasTouch: true });
     try {
       const { page } = o;
       await h.register(page, name);
