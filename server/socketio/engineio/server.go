@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"sync"
@@ -57,6 +58,10 @@ func (srv *Server) poller() (*nbio.Engine, error) {
 	})
 	w := srv.wheel
 	nb.OnData(func(c *nbio.Conn, data []byte) {
+		if p, ok := c.Session().(*probe); ok {
+			p.onData()
+			return
+		}
 		if s, ok := c.Session().(*Session); ok {
 			// nbio's poller does not recover: a panic here (a handler's)
 			// would end the process. It ends the connection instead (its
@@ -83,6 +88,11 @@ func (srv *Server) poller() (*nbio.Engine, error) {
 	if err := nb.Start(); err != nil {
 		srv.nbErr = err
 		return nil, err
+	}
+	if err := waitPollers(nb, 10*time.Second); err != nil {
+		// The engine works; only a Close that comes before the late
+		// poller runs could hang (waitPollers says why).
+		slog.Warn("engineio: could not confirm that nbio's pollers started", "err", err)
 	}
 	srv.nb = nb
 	return nb, nil

@@ -521,3 +521,26 @@ func TestSecondWebSocketDuringUpgrade(t *testing.T) {
 		c2.c.Close()
 	}
 }
+
+// TestCloseRightAfterPollerStart: a server closed right after its first
+// WebSocket started nbio's pollers closes. Without waitPollers, nbio
+// v1.6.8 forgot a Stop that came before a poller's goroutine ran and
+// Close hung for ever (7 of 8 start-close pairs in a row here).
+func TestCloseRightAfterPollerStart(t *testing.T) {
+	for i := range 200 {
+		srv := NewServer(Options{})
+		if _, err := srv.poller(); err != nil {
+			t.Fatal(err)
+		}
+		closed := make(chan struct{})
+		go func() {
+			srv.Close()
+			close(closed)
+		}()
+		select {
+		case <-closed:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("start-close pair %d: Close still waiting for nbio after 10 s", i)
+		}
+	}
+}
