@@ -4,7 +4,7 @@
 # reads, plus "# key: value" lines saying when, where and how), and writes
 # bench/RESULTS.md from every kept file (bench/cmd/benchreport).
 #
-#   bench/run.sh                       # every section (about 10 min on 2 cores)
+#   bench/run.sh                       # every section (about 5 min on 2 cores)
 #   BENCH=search bench/run.sh          # only the sections whose name matches
 #   BENCH='fanout|room' COUNT=10 bench/run.sh
 #
@@ -133,7 +133,7 @@ for s in $chosen; do
       ;;
   esac
   if [ "$s" = bus ] && [ -z "$natsv" ]; then
-    natsv="$(nats-server --version 2>/dev/null || true)"
+    natsv="$(nats-server --version 2>/dev/null | sed 's/^nats-server: //' || true)"
   fi
   out="$(mktemp "/tmp/bench-$s.XXXXXX.txt")"
   errs="${out%.txt}.stderr"

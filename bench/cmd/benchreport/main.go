@@ -55,6 +55,7 @@ type run struct {
 	results []result
 	// failures are "--- FAIL" lines: a benchmark that failed has no result.
 	failures []string
+	goCPU    string // go test's own "cpu:" line
 }
 
 func (r *run) get(key string) string {
@@ -132,6 +133,8 @@ func parse(rd io.Reader, section string) (*run, error) {
 			if k, v, ok := strings.Cut(line[2:], ":"); ok && !strings.ContainsAny(k, " \t") {
 				r.meta[k] = append(r.meta[k], strings.TrimSpace(v))
 			}
+		case strings.HasPrefix(line, "cpu: "):
+			r.goCPU = strings.TrimSpace(strings.TrimPrefix(line, "cpu: "))
 		case strings.HasPrefix(line, "pkg: "):
 			pkg = strings.TrimSpace(strings.TrimPrefix(line, "pkg: "))
 		case strings.HasPrefix(line, "--- FAIL: "):
@@ -261,7 +264,9 @@ func num(x float64, sig int) string {
 	if ax := math.Abs(x); ax > 0 {
 		prec = max(0, sig-1-int(math.Floor(math.Log10(ax))))
 	}
-	s := strconv.FormatFloat(x, 'f', prec, 64)
+	// Half away from zero, as math.Round (FormatFloat rounds half to even).
+	p := math.Pow10(prec)
+	s := strconv.FormatFloat(math.Round(x*p)/p, 'f', prec, 64)
 	neg := strings.HasPrefix(s, "-")
 	s = strings.TrimPrefix(s, "-")
 	ip, frac, _ := strings.Cut(s, ".")
@@ -421,7 +426,7 @@ var sections = []section{
 		summary: func(r *run, bs []*bench) string {
 			var parts []string
 			for _, b := range bs {
-				parts = append(parts, fmt.Sprintf("%s at %s", dur(b.med("ns/delivery")), strings.TrimPrefix(b.name, "BenchmarkSendPrepared/")))
+				parts = append(parts, fmt.Sprintf("%s at %s", dur(b.med("ns/delivery")), num(atof(strings.TrimPrefix(b.name, "BenchmarkSendPrepared/")), 1)))
 			}
 			if len(parts) == 0 {
 				return ""
@@ -537,7 +542,7 @@ var sections = []section{
 					}
 				}
 				if worst != nil {
-					parts = append(parts, fmt.Sprintf("%s %s (%s)", st.short, dur(worst.med("ns/op")), strings.TrimPrefix(worst.name, "BenchmarkSearch/")))
+					parts = append(parts, fmt.Sprintf("%s %s (%s)", st.short, dur(worst.med("ns/op")), queryName(strings.TrimPrefix(worst.name, "BenchmarkSearch/"))))
 				}
 			}
 			if len(parts) == 0 {
@@ -588,10 +593,15 @@ func searchTable(w func(string, ...any), r *run, bs []*bench) {
 		if strings.HasSuffix(q, "/page2") {
 			res = ""
 		}
-		name := strings.ReplaceAll(strings.ReplaceAll(q, "/page2", ", page 2"), "_", " ")
-		w("| %s | %s | %s |\n", name, res, strings.Join(cells, " | "))
+		w("| %s | %s | %s |\n", queryName(q), res, strings.Join(cells, " | "))
 	}
 	w("\nA query whose first page is not full has no page 2 (skipped).\n\n")
+}
+
+// queryName is a search sub-benchmark's query as typed: go test writes
+// spaces as underscores.
+func queryName(sub string) string {
+	return strings.ReplaceAll(strings.ReplaceAll(sub, "/page2", ", page 2"), "_", " ")
 }
 
 // cellMs is cell for nanoseconds, always in milliseconds.
@@ -676,16 +686,21 @@ func render(runs []*run) string {
 			orDash(r.get("loadavg-start")), orDash(r.get("loadavg-end")), orDash(r.get("seconds"))+" s", orDash(r.get("go")))
 	}
 
-	latest := runs[0]
-	for _, r := range runs {
-		if r.get("date") > latest.get("date") {
-			latest = r
-		}
-	}
-	w("\n## Machine (latest run: %s)\n\n| | |\n|---|---|\n", latest.section)
+	// Each line from the latest section that says it: postgres from
+	// search or bus, nats-server from bus.
+	byDate := slices.Clone(runs)
+	sort.SliceStable(byDate, func(i, j int) bool { return byDate[i].get("date") > byDate[j].get("date") })
+	w("\n## Machine\n\nAs the latest section that names it says (the raw files say it for each).\n\n| | |\n|---|---|\n")
 	for _, k := range []string{"cpu", "nproc", "ram", "kernel", "go", "postgres", "nats-server", "nofile"} {
-		if v := latest.get(k); v != "" {
-			w("| %s | %s |\n", k, v)
+		for _, r := range byDate {
+			v := r.get(k)
+			if k == "cpu" && r.goCPU != "" && r.goCPU != v {
+				v = fmt.Sprintf("%s (go test: %s)", orDash(v), r.goCPU)
+			}
+			if v != "" {
+				w("| %s | %s |\n", k, v)
+				break
+			}
 		}
 	}
 	w("\n")

@@ -46,6 +46,7 @@ const searchRaw = `# section: search
 # loadavg-start: 2.00 2.00 2.00 (1, 5, 15 min; 2 cores)
 # command: CHAT_BENCH_MESSAGES=1000000 go test -p 1 -run '^$' -count 2 -bench '^BenchmarkSearch$' -benchtime 20x ./store/postgres/ ./store/sqlite/
 pkg: github.com/chatd/chat/store/postgres
+cpu: Oxide Virtual Turin-like Processor
 BenchmarkSearch/common-2         	      20	   1000000 ns/op	        50.00 results
 BenchmarkSearch/common-2         	      20	   1400000 ns/op	        50.00 results
 BenchmarkSearch/common/page2-2   	      20	   1200000 ns/op
@@ -142,6 +143,7 @@ func TestCell(t *testing.T) {
 		{"allocs/op", []float64{16, 16}, "16"},
 		{"deliveries/op", []float64{10, 10}, "10"},
 		{"events/s", []float64{2269.4, 5499.1, 3000}, "3,000 (2,269–5,499)"},
+		{"events/s", []float64{10077, 10144, 10145, 21592}, "10,145 (10,077–21,592)"},
 		{"heap-B/key", nil, "–"},
 	} {
 		if got := cell(tc.unit, tc.xs); got != tc.want {
@@ -165,9 +167,10 @@ func TestRender(t *testing.T) {
 		// Runs kept: one row per section, with its load and commit.
 		"| [room](results/room.txt) | 2026-12-05 10:00 UTC | abc1234 | 3 | 1.00 2.00 3.00 (1, 5, 15 min; 2 cores) → 1.50 2.10 3.00 | 12 s | go1.26.8 linux/amd64 |",
 		"| [search](results/search.txt) | 2026-12-05 10:05 UTC | abc1234 + uncommitted changes | 2 |",
-		// Machine: the latest section's.
-		"## Machine (latest run: search)",
+		// Machine: each line from the latest section that has it.
 		"| postgres | 15.20 |",
+		"| cpu | – (go test: Oxide Virtual Turin-like Processor) |",
+		"| go | go1.26.8 linux/amd64 |",
 		// The room: every unit, then the derived table.
 		"| BenchmarkRoomFanout/room-of-10 | 3 | 11.0 µs (10.0–12.0) | 10 | 1,133 | 16 |",
 		"| BenchmarkRoomFanout/general | 3 | 250 µs (200–300) | 5,000 | 41,969 | 16 |",
@@ -182,7 +185,7 @@ func TestRender(t *testing.T) {
 		"| word42 term32598 | 20 | 0.695 ms (0.690–0.700) | 1.17 ms |",
 		// Summary lines.
 		"- a message to a room of 10 on a server of 5,000 sockets: 11.0 µs (10 deliveries), general 250 µs (5,000 deliveries, 50.0 ns each) ([room](#a-room-of-10-against-general-benchmarkroomfanout))",
-		"- search over 1,000,000 messages, slowest query: PostgreSQL 1.25 ms (common/page2), SQLite 1.17 ms (word42_term32598) ([search](#search-latency-issue-11))",
+		"- search over 1,000,000 messages, slowest query: PostgreSQL 1.25 ms (common, page 2), SQLite 1.17 ms (word42 term32598) ([search](#search-latency-issue-11))",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q", want)
