@@ -11,6 +11,8 @@ import (
 // 450 × this ÷ cores, so its time is judged against this number:
 //
 //	go test -run '^$' -bench Bcrypt -benchtime 20x ./server/
+//
+// Results: section "bcrypt" of bench/RESULTS.md (BENCH=bcrypt bench/run.sh).
 func BenchmarkBcryptHash(b *testing.B) {
 	for b.Loop() {
 		if _, err := bcrypt.GenerateFromPassword([]byte("password"), 10); err != nil {

@@ -24,6 +24,8 @@ func (s *countingSocket) Disconnect()                     {}
 // is the cost per delivery:
 //
 //	go test -run '^$' -bench Fanout -benchmem ./server/
+//
+// Results: section "fanout" of bench/RESULTS.md (BENCH=fanout bench/run.sh).
 func BenchmarkFanout(b *testing.B) {
 	for _, n := range []int{1, 100, 1000, 10000} {
 		b.Run(fmt.Sprint(n), func(b *testing.B) {

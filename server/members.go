@@ -27,8 +27,9 @@ import (
 // delivery: membership changes are rare next to messages. Asking costs a
 // query per room message on every server (store.Members for a room of 10:
 // 425 µs on PostgreSQL over loopback on the 2-core test machine, against
-// 10 µs for the whole in-memory delivery to those 10, BenchmarkRoomFanout;
-// the relay's own read of the message is 219 µs), and the answer grows
+// a small fraction of that for the whole in-memory delivery to those 10,
+// BenchmarkRoomFanout in section "room" of bench/RESULTS.md; the relay's
+// own read of the message is 219 µs), and the answer grows
 // with the room. The price is a window as long as the bus's latency in
 // which another server still delivers to a user who just left a public
 // room (whose lines anyone may read by joining), and in which the user's

@@ -62,15 +62,9 @@ func TestRoomMessageCostsItsMembers(t *testing.T) {
 //
 //	go test -run '^$' -bench RoomFanout -benchmem -benchtime 2000x ./server/
 //
-// 2026-12-04, Go 1.26.8, 2 shared cores (Oxide Virtual Turin-like), with
-// the room check at delivery:
-//
-//	room-of-10   10694 ns/op     10 deliveries/op   1133 B/op  16 allocs/op
-//	general     255455 ns/op   5000 deliveries/op  41969 B/op  16 allocs/op
-//
-// General's fan-out is unchanged by rooms: BenchmarkFanout/1000 gives
-// 57-62 ns per delivery with rooms and 60-107 on main (494b7cf) in the
-// same minutes; the machine is shared, so only the overlap means much.
+// Results, with the time per message and per delivery of each: section
+// "room" of bench/RESULTS.md (BENCH=room bench/run.sh runs it again).
+// General's fan-out is BenchmarkFanout, section "fanout" there.
 func BenchmarkRoomFanout(b *testing.B) {
 	for _, tc := range []struct {
 		name string

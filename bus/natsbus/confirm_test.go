@@ -181,12 +181,9 @@ func TestPublishReturnsOnceServerHasIt(t *testing.T) {
 //
 //	TEST_NATS_URL=nats://127.0.0.1:4222 go test -run '^$' -bench Publish$ -benchtime 2000x ./bus/natsbus
 //
-// 2026-12-04, nats-server on loopback, 2 shared vCPUs with a load average
-// of 15 (the failover suite running beside it), -count 2: confirmed 0.48
-// and 0.65 ms per event alone, 0.34 and 0.72 ms with 8 publishers; queued
-// 2-14 µs alone, 0.9-1.3 µs with 8. So on a loaded machine the
-// acknowledgement waits about half a millisecond more; on an idle one a
-// loopback round trip is about a tenth of that.
+// Results: section "bus" of bench/RESULTS.md (BENCH=bus bench/run.sh); the
+// difference between confirmed and queued is what the acknowledgement
+// waits for, about one loopback round trip to nats-server.
 func BenchmarkPublish(b *testing.B) {
 	raw := natsURL(b)
 	discard := slog.New(slog.DiscardHandler)

@@ -154,8 +154,9 @@ const confirmWait = 5 * time.Second
 // handles a connection's protocol in order, and has routed the event to
 // every subscription before it answers): one round trip to the NATS server,
 // concurrent publishes sharing none of them (measured in
-// BenchmarkPublish). While the connection is down the event is buffered
-// for the reconnect but not confirmed: Publish fails when ctx (or
+// BenchmarkPublish: section "bus" of bench/RESULTS.md). While the
+// connection is down the event is buffered for the reconnect but not
+// confirmed: Publish fails when ctx (or
 // confirmWait) ends, and the caller must treat the event as possibly lost
 // (the chat server does not acknowledge the message; the client resends).
 // It fails after Close.

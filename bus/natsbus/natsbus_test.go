@@ -41,11 +41,8 @@ func TestContract(t *testing.T) {
 //	TEST_NATS_URL=nats://127.0.0.1:4222 \
 //	go test -run '^$' -bench PublishDeliver -benchtime 3000x -count 3 ./bus/natsbus
 //
-// 2026-11-25, go1.26.8, nats-server 2.9.10 on loopback, 2 shared vCPUs with
-// a load average of 10 to 18 from other work:
-// sequential p50 107-133 us, p99 250-580 us, 6,200-8,700 events/s;
-// burst 80,000-170,000 events/s, p50 0.9-2.3 ms, p99 3.7-8.6 ms (256 in
-// flight).
+// Results, beside PostgreSQL's: section "bus" of bench/RESULTS.md
+// (BENCH=bus bench/run.sh).
 func BenchmarkPublishDeliver(b *testing.B) {
 	bustest.Bench(b, newBackend)
 }

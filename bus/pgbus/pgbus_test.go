@@ -26,10 +26,8 @@ func TestContract(t *testing.T) {
 //	TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable \
 //	go test -run '^$' -bench PublishDeliver -benchtime 3000x -count 3 ./bus/pgbus
 //
-// 2026-11-25, go1.26.8, PostgreSQL 15 (fsync on), 2 shared vCPUs with a load
-// average of 10 to 18 from other work, so the tails are noisy:
-// sequential p50 200-400 us, p99 0.5-23 ms, 700-4,400 events/s;
-// burst 2,200-6,200 events/s, p50 0.5-10 ms, p99 5-84 ms.
+// Results, beside NATS's: section "bus" of bench/RESULTS.md (BENCH=bus
+// bench/run.sh).
 func BenchmarkPublishDeliver(b *testing.B) {
 	bustest.Bench(b, newBackend)
 }

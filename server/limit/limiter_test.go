@@ -206,16 +206,9 @@ func TestNewLimiterPanics(t *testing.T) {
 //
 //	go test -run '^$' -bench . -benchmem ./server/limit/
 //
-// 2026-11-25, Go 1.26.8 linux/amd64, AMD EPYC VM with 2 shared vCPUs (other
-// jobs running):
-//
-//	BenchmarkAllow/known-key-2              130.6 ns/op     0 B/op   0 allocs/op
-//	BenchmarkAllow/new-key-evicting-2       432.9 ns/op   128 B/op   2 allocs/op
-//	BenchmarkAllow/known-key-parallel-2     140.9 ns/op     0 B/op   0 allocs/op
-//	BenchmarkLimiterMemory-2                163.0 heap-B/key
-//
-// So 100 000 keys cost about 16 MB, and a flood of new addresses about
-// 2.3 million Allow calls per second per core before other work.
+// Results, with the memory of 100,000 keys and the calls per second of a
+// flood they imply: section "limit" of bench/RESULTS.md (BENCH=limit
+// bench/run.sh).
 func BenchmarkAllow(b *testing.B) {
 	const maxKeys = 10_000
 	keys := make([]string, 4*maxKeys)
@@ -261,7 +254,8 @@ func BenchmarkAllow(b *testing.B) {
 }
 
 // BenchmarkLimiterMemory reports the heap held per remembered key, to size
-// maxKeys: maxKeys × heap-B/key is the limiter's worst case.
+// maxKeys: maxKeys × heap-B/key is the limiter's worst case (section
+// "limit" of bench/RESULTS.md).
 func BenchmarkLimiterMemory(b *testing.B) {
 	const maxKeys = 100_000
 	keys := make([]string, maxKeys)

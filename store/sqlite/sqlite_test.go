@@ -102,7 +102,9 @@ func TestRoomsMigrationKeepsHistory(t *testing.T) {
 
 // BenchmarkSearch measures SearchMessages over CHAT_BENCH_MESSAGES seeded
 // messages (default 20,000), a tenth of them in a room the searcher is not
-// in. Results are in store/BENCH_SEARCH.md.
+// in. Results: section "search" of bench/RESULTS.md, at 1,000,000
+// messages (BENCH=search bench/run.sh); store/BENCH_SEARCH.md says what
+// the queries are.
 func BenchmarkSearch(b *testing.B) {
 	n := storetest.BenchMessages(b)
 	path := filepath.Join(b.TempDir(), "bench.db")
