@@ -131,7 +131,7 @@ step "go test -race"
 run go test -race -count=1 -timeout 10m ./...
 
 step "fuzz every client-input decoder briefly (scripts/fuzz.sh 600 for a long run)"
-run bash scripts/fuzz.sh 3
+run bash scripts/fuzz.sh 2000x
 
 step "socket.io-client bundle matches its checksums"
 run bash scripts/update-socketio-client.sh --check

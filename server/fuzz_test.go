@@ -159,15 +159,15 @@ func FuzzValidPassword(f *testing.F) {
 }
 
 // outgoingRule is the documented rule of `send message`: non-blank valid
-// UTF-8 text of at most maxLen characters, then optionally null or an
-// object whose id, if present and not null, is a string of 1 to 128
-// characters.
+// UTF-8 text of at most maxLen characters and without NUL (PostgreSQL text
+// cannot hold one), then optionally null or an object whose id, if present
+// and not null, is a string of 1 to 128 characters, without NUL either.
 func outgoingRule(args []any, maxLen int) (text, id string, ok bool) {
 	if len(args) == 0 {
 		return "", "", false
 	}
 	s, isStr := args[0].(string)
-	if !isStr || !utf8.ValidString(s) || strings.TrimFunc(s, unicode.IsSpace) == "" || utf8.RuneCountInString(s) > maxLen {
+	if !isStr || !utf8.ValidString(s) || strings.TrimFunc(s, unicode.IsSpace) == "" || utf8.RuneCountInString(s) > maxLen || strings.Contains(s, "\x00") {
 		return "", "", false
 	}
 	if len(args) > 1 && args[1] != nil {
@@ -177,7 +177,7 @@ func outgoingRule(args []any, maxLen int) (text, id string, ok bool) {
 		}
 		if raw := opts["id"]; raw != nil {
 			v, isStr := raw.(string)
-			if !isStr || v == "" || !utf8.ValidString(v) || utf8.RuneCountInString(v) > maxClientIDLen {
+			if !isStr || v == "" || !utf8.ValidString(v) || utf8.RuneCountInString(v) > maxClientIDLen || strings.Contains(v, "\x00") {
 				return "", "", false
 			}
 			id = v
